@@ -1,0 +1,101 @@
+"""The shared MiniLM encoder: one ONNX Runtime pass gives the sentence embedding and the token states.
+
+The router, the tier-1 heads and the FAQ index all read from the same pass, so a tier-1 answer costs one
+forward pass in total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from models.encoder_export import EMBED_DIM, INT8_NAME
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoder pass over a batch of texts.
+
+    ``pooled`` is the L2-normalised mean-pooled embedding (the sentence-transformers recipe). ``tokens``
+    holds, per text, the hidden states of its word pieces without [CLS]/[SEP], with ``offsets`` giving
+    each piece's character span and ``word_ids`` the index of the whitespace/punctuation word it belongs to.
+    """
+
+    pooled: np.ndarray
+    tokens: list[np.ndarray]
+    offsets: list[list[tuple[int, int]]]
+    word_ids: list[list[int]]
+    n_tokens: list[int]
+
+
+def pick_providers(device: str) -> list[str]:
+    """ONNX Runtime execution providers for ``device`` (``auto``, ``cuda`` or ``cpu``)."""
+    available = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise RuntimeError(
+            "device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider "
+            f"(available: {available}); install onnxruntime-gpu"
+        )
+    return ["CPUExecutionProvider"]
+
+
+class Encoder:
+    """Tokenizer plus the int8 ONNX MiniLM, batched.
+
+    Args:
+        model_dir: folder written by :func:`models.encoder_export.export_encoder`.
+        max_tokens: truncation length; routing needs the gist, not the whole prompt.
+        threads: ONNX Runtime intra-op threads (1 per replica on a shared CPU pool).
+        device: ``auto``, ``cuda`` or ``cpu``.
+    """
+
+    def __init__(self, model_dir: Path, max_tokens: int = 128, threads: int = 1, device: str = "auto"):
+        model_path = Path(model_dir) / INT8_NAME
+        if not model_path.exists():
+            raise FileNotFoundError(
+                f"encoder artefact {model_path} is missing: run `make setup` (or `tierwise export-encoder`)"
+            )
+        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.tokenizer.no_padding()
+        self.max_tokens = max_tokens
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.providers = pick_providers(device)
+        self.session = ort.InferenceSession(str(model_path), opts, providers=self.providers)
+
+    def count_tokens(self, text: str) -> int:
+        """Number of word pieces in ``text``, untruncated, without special tokens."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        """Run one padded batch through the encoder."""
+        encodings = self.tokenizer.encode_batch(texts)
+        lengths = [len(e.ids) for e in encodings]
+        width = max(lengths)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for i, enc in enumerate(encodings):
+            ids[i, : lengths[i]] = enc.ids
+            mask[i, : lengths[i]] = 1
+        (hidden,) = self.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )
+        summed = (hidden * mask[:, :, None]).sum(axis=1)
+        pooled = summed / mask.sum(axis=1, keepdims=True)
+        pooled /= np.linalg.norm(pooled, axis=1, keepdims=True) + 1e-12
+        tokens, offsets, word_ids = [], [], []
+        for i, enc in enumerate(encodings):
+            # Drop [CLS] and [SEP]: heads work on the word pieces of the text itself.
+            tokens.append(hidden[i, 1 : lengths[i] - 1])
+            offsets.append(list(enc.offsets[1 : lengths[i] - 1]))
+            word_ids.append([w if w is not None else -1 for w in enc.word_ids[1 : lengths[i] - 1]])
+        return Encoded(pooled.astype(np.float32), tokens, offsets, word_ids, lengths)

@@ -1,0 +1,73 @@
+"""FastAPI routes of the gateway: parse and validate, then hand over to :class:`serve.serving.ChatService`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.errors import ApiError, api_error_handler, http_error_handler, parse_body, read_json
+from serve.protocol import ChatCompletionRequest, ModelList, TaskRequest, TaskResponse, TierwiseInfo
+from serve.serving import ChatService
+
+app = FastAPI(title="Tierwise", summary="OpenAI-compatible gateway that answers each request on the cheapest "
+                                        "tier that will answer it well")
+app.add_exception_handler(ApiError, api_error_handler)
+app.add_exception_handler(StarletteHTTPException, http_error_handler)
+
+ConversationId = Header(None, alias="X-Conversation-Id")
+
+
+def service(request: Request) -> ChatService:
+    """The replica's service (set by the Gateway deployment)."""
+    return request.app.state.service
+
+
+async def _body(request: Request, model):
+    return parse_body(model, await read_json(request, service(request).settings.http.max_body_bytes))
+
+
+@app.post("/v1/chat/completions")
+async def chat_completions(request: Request, conversation_id: str | None = ConversationId) -> Response:
+    """OpenAI chat completions; ``model: auto`` routes, a concrete model name pins the tier."""
+    body = await _body(request, ChatCompletionRequest)
+    return await service(request).chat(body, conversation_id)
+
+
+@app.post("/v1/route", response_model=TierwiseInfo, response_model_exclude_none=True)
+async def route(request: Request, conversation_id: str | None = ConversationId) -> TierwiseInfo:
+    """The routing decision for a chat completion body, with its scores; nothing is generated."""
+    body = await _body(request, ChatCompletionRequest)
+    return await service(request).route(body, conversation_id)
+
+
+@app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
+async def models(request: Request) -> ModelList:
+    """Router aliases and concrete models."""
+    return service(request).list_models()
+
+
+@app.post("/v1/tasks/{task}", response_model=TaskResponse, response_model_exclude_none=True)
+async def task(task: str, request: Request) -> TaskResponse:
+    """Tier-1 tasks without routing: sentiment, entities, faq, intent."""
+    body = await _body(request, TaskRequest)
+    return await service(request).task(task, body.text)
+
+
+@app.get("/healthz")
+async def healthz() -> dict:
+    """Liveness: the replica answers."""
+    return {"status": "ok"}
+
+
+@app.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: store, router and tier 1 answer."""
+    return JSONResponse(await service(request).readiness())
+
+
+@app.get("/metrics")
+async def prometheus_metrics() -> Response:
+    """Prometheus exposition of this replica's metrics."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,69 @@
+"""The Tierwise Ray Serve application: builder, gateway deployment and wiring of the tiers.
+
+``build_app(settings)`` returns an :class:`~ray.serve.Application` (as Ray Serve LLM's builders do), so
+``tierwise serve``, tests and ``serve run serve.app:app_builder`` all deploy the same graph.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+from ray import serve
+from ray.serve import Application
+
+from deployments.router import RouterDeployment
+from deployments.tier1 import Tier1Pool
+from deployments.tier3 import Tier3Forwarder
+from serve.api import app as fastapi_app
+from serve.pricing import PriceTable
+from serve.serving import ChatService
+from serve.settings import Settings, load_settings
+from serve.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress(fastapi_app)
+class Gateway:
+    """OpenAI-compatible ingress; all logic lives in :class:`serve.serving.ChatService`."""
+
+    async def __init__(self, settings: Settings, router, tier1, tier3):
+        store = await open_store(settings.store.backend, settings.store.url, settings.store.prefix,
+                                 settings.store.ttl_s, settings.store.max_messages)
+        log.info("conversation store: %s", store.backend)
+        unconfigured = await tier3.unconfigured_reason.remote()
+        if unconfigured:
+            log.warning("tier 3 is not configured: %s", unconfigured)
+        fastapi_app.state.service = ChatService(settings, router, tier1, tier3, unconfigured, store,
+                                                PriceTable.load(settings.pricing.path))
+
+
+def router_uses_gpu(settings: Settings) -> bool:
+    """Whether the router should ask Ray for a GPU (``router.gpu``: auto, never, always)."""
+    if settings.router.gpu == "auto":
+        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    return settings.router.gpu == "always"
+
+
+def build_app(settings: Settings) -> Application:
+    """The whole graph: gateway → router, tier-1 pool, tier-3 forwarder."""
+    use_gpu = router_uses_gpu(settings)
+    batching = settings.router.gpu_batching if use_gpu else settings.router.batching
+    actor = {"num_gpus": 1, "num_cpus": batching.num_cpus} if use_gpu else {"num_cpus": batching.num_cpus}
+    router = RouterDeployment.options(num_replicas=batching.num_replicas, ray_actor_options=actor,
+                                      max_ongoing_requests=max(2 * batching.max_batch_size, 16))
+    tier1_batching = settings.tier1.batching
+    tier1 = Tier1Pool.options(num_replicas=tier1_batching.num_replicas,
+                              ray_actor_options={"num_cpus": tier1_batching.num_cpus},
+                              max_ongoing_requests=max(2 * tier1_batching.max_batch_size, 16))
+    gateway = Gateway.options(num_replicas=settings.http.num_replicas,
+                              ray_actor_options={"num_cpus": settings.http.num_cpus})
+    return gateway.bind(settings, router.bind(settings, use_gpu), tier1.bind(settings),
+                        Tier3Forwarder.bind(settings.tier3.providers))
+
+
+def app_builder(args: dict) -> Application:
+    """Entry for ``serve run serve.app:app_builder config=PATH`` and Serve config files."""
+    return build_app(load_settings(args.get("config")))

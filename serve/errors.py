@@ -1,0 +1,76 @@
+"""OpenAI-style errors: every failure the client can act on is an :class:`ApiError` with a 4xx/5xx."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from serve.protocol import ErrorDetail, ErrorResponse, TierwiseInfo
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    """An error answered with an OpenAI-style body."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", *, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None, tierwise: TierwiseInfo | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers, self.tierwise = headers or {}, tierwise
+
+    def body(self) -> dict:
+        """The JSON body."""
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code,
+                             tierwise=self.tierwise)
+        return ErrorResponse(error=detail).model_dump(exclude_none=True)
+
+
+async def api_error_handler(_: Request, exc: ApiError) -> JSONResponse:
+    """Render an :class:`ApiError`."""
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def http_error_handler(_: Request, exc) -> JSONResponse:
+    """Starlette's own 404/405 in the same shape."""
+    err = ApiError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+    return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def read_json(request: Request, max_bytes: int) -> object:
+    """The request body as JSON, refusing oversized, non-UTF-8 and malformed bodies with a 4xx."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise ApiError(413, f"request body of {length} bytes exceeds the limit of {max_bytes} bytes",
+                       code="body_too_large")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise ApiError(413, f"request body exceeds the limit of {max_bytes} bytes", code="body_too_large")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                       code="invalid_json") from exc
+
+
+def parse_body(model: type[M], data: object) -> M:
+    """Validate ``data`` against ``model``; the first problem becomes a 400 naming the field."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_type")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+        raise ApiError(400, f"{param or 'body'}: {first['msg']}{more}", param=param, code="invalid_value") from exc

@@ -1,0 +1,411 @@
+"""The gateway's logic: chat completions, routing decisions and tier-1 tasks over the deployment handles.
+
+FastAPI routes (``serve/api.py``) parse and validate; :class:`ChatService` loads the conversation, asks
+the router, applies the policy, dispatches to a tier (escalating upwards when a tier is unsure or
+absent), prices the answer and appends the turn to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from tokenizers import Tokenizer
+
+from deployments.tier3 import Completion, Tier3Unavailable
+from models.router import RouteDecision, RouteInput
+from models.tier1 import TIER1_TASKS, Tier1Answer, Tier1Request
+from serve import metrics
+from serve.errors import ApiError
+from serve.policy import TierChoice, choose_tier, escalate, resolve_available
+from serve.pricing import PriceTable
+from serve.protocol import (
+    AssistantMessage,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    TaskResponse,
+    TierwiseInfo,
+    Usage,
+    completion_id,
+)
+from serve.settings import Settings
+from serve.store import ConversationStore, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+ROUTER_ALIASES = ("auto", "tierwise-auto")
+TASK_ENDPOINTS = ("sentiment", "entities", "faq", "intent")
+# Earlier turns the router reads, newest last; the encoder keeps the first 128 tokens of it anyway.
+CONTEXT_CHARS = 1000
+# Per-message framing tokens, as chat templates add them (OpenAI counts about 4 a message).
+TOKENS_PER_MESSAGE = 4
+RETRY_AFTER_S = "5"
+
+
+@dataclass
+class Turn:
+    """One request after validation and conversation loading."""
+
+    request: ChatCompletionRequest
+    conversation_id: str | None
+    history: list[dict]
+    new_messages: list[dict]
+
+    @property
+    def messages(self) -> list[dict]:
+        """What a generating tier reads: the stored history then the new messages, metadata stripped."""
+        return [{"role": m["role"], "content": m["content"]} for m in self.history + self.new_messages]
+
+    @property
+    def previous_tier(self) -> int | None:
+        """The tier that answered the conversation's last assistant turn."""
+        for m in reversed(self.history):
+            if m["role"] == "assistant" and "tierwise" in m:
+                return m["tierwise"].get("tier")
+        return None
+
+    def route_input(self) -> RouteInput:
+        """The newest user message, and everything before it as context."""
+        msgs = self.messages
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        context = "\n".join(m["content"] for m in msgs[:last] if m["content"])
+        return RouteInput(msgs[last]["content"], context[-CONTEXT_CHARS:])
+
+
+@dataclass
+class Answer:
+    """A finished answer of any tier, with what the response and the ledger need."""
+
+    content: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    result: dict | None = None
+    finish_reason: str = "stop"
+
+
+class ChatService:
+    """Everything behind the OpenAI-compatible routes of one gateway replica.
+
+    ``router``, ``tier1`` and ``tier3`` are Ray Serve deployment handles; ``tier3_unconfigured`` (why
+    tier 3 cannot answer, or None) is asked once at start-up so that case costs no round trip.
+    """
+
+    def __init__(self, settings: Settings, router, tier1, tier3, tier3_unconfigured: str | None,
+                 store: ConversationStore, prices: PriceTable):
+        self.settings, self.router, self.tier1, self.tier3 = settings, router, tier1, tier3
+        self.tier3_unconfigured, self.store, self.prices = tier3_unconfigured, store, prices
+        self.tokenizer = Tokenizer.from_file(str(Path(settings.encoder.model_dir) / "tokenizer.json"))
+        self.tier1_model = settings.tier1.model_name
+        self.tier3_models = [p.model for p in settings.tier3.providers]
+        # Tier 2 (vLLM) plugs in here: a handle and an entry in this set.
+        self.available = {1, 3}
+
+    # -- models -------------------------------------------------------------------------------------
+
+    def list_models(self) -> ModelList:
+        """The router aliases and the concrete models a client may ask for."""
+        cards = [ModelCard(id=a) for a in ROUTER_ALIASES] + [ModelCard(id=self.tier1_model, tier=1)]
+        cards += [ModelCard(id=m, tier=3, owned_by="tier3-provider") for m in self.tier3_models]
+        return ModelList(data=cards)
+
+    def forced_tier(self, model: str) -> int | None:
+        """None for a router alias, else the tier of a concrete model; 404 for an unknown one."""
+        if model in ROUTER_ALIASES:
+            return None
+        if model == self.tier1_model:
+            return 1
+        if model in self.tier3_models:
+            return 3
+        known = ", ".join([*ROUTER_ALIASES, self.tier1_model, *self.tier3_models])
+        raise ApiError(404, f"model {model!r} does not exist; available: {known}", param="model",
+                       code="model_not_found")
+
+    def model_of(self, tier: int) -> str:
+        """The model a tier answers with (the first provider's for tier 3)."""
+        if tier == 1:
+            return self.tier1_model
+        return self.tier3_models[0] if self.tier3_models else "unconfigured"
+
+    # -- validation and state ----------------------------------------------------------------------
+
+    async def prepare(self, request: ChatCompletionRequest, conversation_id: str | None) -> Turn:
+        """Check limits, load the conversation and split off the new messages."""
+        limits = self.settings.http
+        if len(request.messages) > limits.max_messages:
+            raise ApiError(400, f"messages: {len(request.messages)} messages exceed the limit of "
+                                f"{limits.max_messages}", param="messages", code="too_many_messages")
+        new = []
+        for i, m in enumerate(request.messages):
+            text = m.text()
+            if len(text) > limits.max_message_chars:
+                raise ApiError(413, f"messages.{i}.content: {len(text)} characters exceed the limit of "
+                                    f"{limits.max_message_chars}", param=f"messages.{i}.content",
+                               code="message_too_large")
+            new.append({"role": m.role, "content": text})
+        self.forced_tier(request.model)
+        history = await self._load(conversation_id) if conversation_id is not None else []
+        plain = [{"role": m["role"], "content": m["content"]} for m in history]
+        if history and new[: len(plain)] == plain:
+            # The client resent the whole conversation; keep only what is new.
+            new = new[len(plain):]
+            if not any(m["role"] == "user" for m in new):
+                raise ApiError(400, "messages: no new user message after the stored conversation",
+                               param="messages", code="invalid_value")
+        return Turn(request, conversation_id, history, new)
+
+    async def _load(self, conversation_id: str) -> list[dict]:
+        try:
+            return await self.store.load(self.settings.http.tenant, conversation_id)
+        except ValueError as exc:
+            raise ApiError(400, f"X-Conversation-Id: {exc}", param="X-Conversation-Id") from exc
+        except StoreUnavailable as exc:
+            raise ApiError(503, "the conversation store is unavailable, so this conversation's history cannot "
+                                "be read; retry later, or send the request without X-Conversation-Id",
+                           "service_unavailable", headers={"Retry-After": RETRY_AFTER_S}) from exc
+
+    async def _save(self, turn: Turn, answer: Answer, info: TierwiseInfo) -> None:
+        if turn.conversation_id is None:
+            return
+        record = {"role": "assistant", "content": answer.content,
+                  "tierwise": {"tier": info.tier, "model": info.model, "task": info.task}}
+        try:
+            await self.store.append(self.settings.http.tenant, turn.conversation_id, turn.new_messages + [record])
+        except StoreUnavailable as exc:
+            raise ApiError(503, "the answer was generated but the conversation store is unavailable, so the "
+                                "turn was not saved; retry later", "service_unavailable",
+                           headers={"Retry-After": RETRY_AFTER_S}) from exc
+
+    # -- routing ------------------------------------------------------------------------------------
+
+    async def decide(self, turn: Turn) -> tuple[RouteDecision, TierChoice]:
+        """The router's proposal and the tier the policy picks (a deployed one)."""
+        decision: RouteDecision = await self.router.route.remote(turn.route_input())
+        choice = choose_tier(decision.tier, decision.confidence, decision.reason,
+                             previous_tier=turn.previous_tier, forced_tier=self.forced_tier(turn.request.model),
+                             sticky_max_confidence=self.settings.router.sticky_max_confidence)
+        resolved = resolve_available(choice, self.available)
+        if resolved is None:
+            raise ApiError(503, f"no tier at or above tier {choice.tier} is deployed", "service_unavailable")
+        return decision, resolved
+
+    async def route(self, request: ChatCompletionRequest, conversation_id: str | None) -> TierwiseInfo:
+        """``POST /v1/route``: the decision and the scores behind it, nothing generated."""
+        started = time.perf_counter()
+        turn = await self.prepare(request, conversation_id)
+        decision, choice = await self.decide(turn)
+        scores = decision.explain() | {"latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+        return self._info(decision, choice, self.model_of(choice.tier), turn, scores=scores)
+
+    def _info(self, decision: RouteDecision, choice: TierChoice, model: str, turn: Turn, **extra) -> TierwiseInfo:
+        return TierwiseInfo(tier=choice.tier, model=model, task=decision.task, reason=choice.reason,
+                            confidence=round(decision.confidence, 4), escalated_from=choice.escalated_from,
+                            conversation_id=turn.conversation_id, **extra)
+
+    # -- chat ---------------------------------------------------------------------------------------
+
+    async def chat(self, request: ChatCompletionRequest, conversation_id: str | None):
+        """``POST /v1/chat/completions``: a JSON response or an SSE stream."""
+        started = time.perf_counter()
+        turn = await self.prepare(request, conversation_id)
+        decision, choice = await self.decide(turn)
+        tier1_answer: Tier1Answer | None = None
+        if choice.tier == 1:
+            tier1_answer = await self.tier1.answer.remote(self._tier1_request(decision, turn))
+            if tier1_answer.escalate:
+                metrics.ESCALATIONS.labels("1", "3").inc()
+                choice = escalate(choice, self.available, f"tier 1 unsure: {tier1_answer.reason}")
+        info = self._info(decision, choice, self.model_of(choice.tier), turn)
+        headers = {"X-Tierwise-Tier": str(choice.tier), "X-Tierwise-Model": info.model}
+        if choice.tier == 1:
+            answer = self._tier1_to_answer(tier1_answer, turn)
+            if request.stream:
+                return self._stream_response(turn, info, headers, started, self._one_piece(answer))
+            return await self._finish(turn, info, answer, headers, started)
+        if self.tier3_unconfigured:
+            raise ApiError(503, self.tier3_unconfigured, "service_unavailable", code="tier3_not_configured",
+                           tierwise=info)
+        if request.stream:
+            stream = self.tier3.options(stream=True).stream.remote(turn.messages, request.generation_params())
+            first = await self._first_or_error(stream, info)
+            return self._stream_response(turn, info, headers, started, self._tier3_pieces(first, stream, turn))
+        try:
+            completion: Completion = await self.tier3.complete.remote(turn.messages, request.generation_params())
+        except Tier3Unavailable as exc:
+            raise self._upstream_error(exc, info) from exc
+        answer = Answer(completion.content, completion.model or info.model,
+                        completion.prompt_tokens or self.count_prompt(turn.messages),
+                        completion.completion_tokens or self.count(completion.content),
+                        finish_reason=completion.finish_reason or "stop")
+        return await self._finish(turn, info, answer, headers, started)
+
+    def _tier1_request(self, decision: RouteDecision, turn: Turn) -> Tier1Request:
+        task = decision.task
+        if task not in TIER1_TASKS:
+            # A client that forced the tier-1 model on a generative request gets the likeliest tier-1 task.
+            task = max(TASK_ENDPOINTS, key=lambda t: decision.scores.get(t, 0.0))
+        return Tier1Request(task, turn.route_input().text, decision.embedding, decision.entities)
+
+    def _tier1_to_answer(self, ans: Tier1Answer, turn: Turn) -> Answer:
+        return Answer(ans.reply, self.tier1_model, ans.input_tokens, self.count(ans.reply),
+                      result={"task": ans.task, "confidence": round(ans.confidence, 4), **ans.result})
+
+    def _price(self, info: TierwiseInfo, answer: Answer, turn: Turn) -> None:
+        info.model = answer.model
+        info.result = answer.result
+        info.cost_usd = round(self.prices.cost(answer.model, answer.prompt_tokens, answer.completion_tokens), 10)
+        # The frontier model would have read the whole conversation, not just what tier 1 read.
+        baseline_prompt = max(answer.prompt_tokens, self.count_prompt(turn.messages))
+        info.baseline_cost_usd = round(self.prices.baseline(baseline_prompt, answer.completion_tokens), 10)
+
+    def _record(self, info: TierwiseInfo, started: float, status: int = 200) -> None:
+        tier = str(info.tier)
+        metrics.REQUESTS.labels("chat", tier, info.task, str(status)).inc()
+        metrics.LATENCY.labels("chat", tier).observe(time.perf_counter() - started)
+        if info.escalated_from is not None:
+            metrics.ESCALATIONS.labels(str(info.escalated_from), tier).inc()
+        metrics.COST.labels(tier, info.model).inc(info.cost_usd or 0.0)
+        metrics.BASELINE_COST.labels(tier).inc(info.baseline_cost_usd or 0.0)
+
+    async def _finish(self, turn: Turn, info: TierwiseInfo, answer: Answer, headers: dict, started: float):
+        self._price(info, answer, turn)
+        await self._save(turn, answer, info)
+        self._record(info, started)
+        body = ChatCompletionResponse(
+            model=answer.model,
+            choices=[Choice(message=AssistantMessage(content=answer.content), finish_reason=answer.finish_reason)],
+            usage=Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                        total_tokens=answer.prompt_tokens + answer.completion_tokens),
+            tierwise=info,
+        )
+        return JSONResponse(body.model_dump(exclude_none=True), headers=headers | {"X-Tierwise-Model": answer.model})
+
+    # -- streaming ----------------------------------------------------------------------------------
+
+    async def _one_piece(self, answer: Answer) -> AsyncIterator[str | Answer]:
+        yield answer.content
+        yield answer
+
+    async def _first_or_error(self, stream, info: TierwiseInfo) -> dict:
+        """The provider's first event; failures before it become an HTTP error, not a broken stream."""
+        try:
+            return await stream.__anext__()
+        except Tier3Unavailable as exc:
+            raise self._upstream_error(exc, info) from exc
+        except StopAsyncIteration as exc:
+            raise ApiError(502, "the tier-3 provider closed the stream without an answer", "upstream_error",
+                           tierwise=info) from exc
+
+    async def _tier3_pieces(self, first: dict, stream, turn: Turn) -> AsyncIterator[str | Answer]:
+        parts: list[str] = []
+        event = first
+        while True:
+            if event.get("done"):
+                content = "".join(parts)
+                yield Answer(content, event.get("model") or self.model_of(3),
+                             event.get("prompt_tokens") or self.count_prompt(turn.messages),
+                             event.get("completion_tokens") or self.count(content),
+                             finish_reason=event.get("finish_reason") or "stop")
+                return
+            parts.append(event["delta"])
+            yield event["delta"]
+            try:
+                event = await stream.__anext__()
+            except StopAsyncIteration:
+                event = {"done": True}
+
+    def _stream_response(self, turn: Turn, info: TierwiseInfo, headers: dict, started: float,
+                         pieces: AsyncIterator[str | Answer]) -> StreamingResponse:
+        chunk_id, created = completion_id(), int(time.time())
+
+        def sse(chunk: ChatCompletionChunk) -> str:
+            return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=info.model,
+                                          choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))]))
+            metrics.LATENCY.labels("chat_first_byte", str(info.tier)).observe(time.perf_counter() - started)
+            try:
+                async for piece in pieces:
+                    if isinstance(piece, Answer):
+                        self._price(info, piece, turn)
+                        await self._save(turn, piece, info)
+                        self._record(info, started)
+                        usage = Usage(prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens,
+                                      total_tokens=piece.prompt_tokens + piece.completion_tokens)
+                        yield sse(ChatCompletionChunk(
+                            id=chunk_id, created=created, model=piece.model, usage=usage, tierwise=info,
+                            choices=[ChunkChoice(delta=DeltaMessage(), finish_reason=piece.finish_reason)]))
+                    elif piece:
+                        yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=info.model,
+                                                      choices=[ChunkChoice(delta=DeltaMessage(content=piece))]))
+            except (ApiError, Tier3Unavailable) as exc:
+                err = exc if isinstance(exc, ApiError) else self._upstream_error(exc, info)
+                self._record(info, started, err.status)
+                yield f"data: {json.dumps(err.body())}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    def _upstream_error(self, exc: Tier3Unavailable, info: TierwiseInfo) -> ApiError:
+        status = exc.status if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429 else 502
+        kind = "invalid_request_error" if status < 500 else "upstream_error"
+        return ApiError(status, f"tier 3 failed: {exc}", kind, code="tier3_failed", tierwise=info)
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    async def task(self, task: str, text: str) -> TaskResponse:
+        """``POST /v1/tasks/{task}``: a tier-1 answer without routing."""
+        if task not in TASK_ENDPOINTS:
+            raise ApiError(404, f"unknown task {task!r}; tasks: {', '.join(TASK_ENDPOINTS)}", code="not_found")
+        if len(text) > self.settings.http.max_message_chars:
+            raise ApiError(413, f"text: {len(text)} characters exceed the limit of "
+                                f"{self.settings.http.max_message_chars}", param="text", code="message_too_large")
+        started = time.perf_counter()
+        ans: Tier1Answer = await self.tier1.answer.remote(Tier1Request(task, text))
+        latency = time.perf_counter() - started
+        metrics.REQUESTS.labels("task", "1", task, "200").inc()
+        metrics.LATENCY.labels("task", "1").observe(latency)
+        return TaskResponse(task=task, result=ans.result, confidence=round(ans.confidence, 4), reply=ans.reply,
+                            model=self.tier1_model, abstained=ans.escalate, reason=ans.reason or None,
+                            latency_ms=round(latency * 1000, 3))
+
+    # -- health -------------------------------------------------------------------------------------
+
+    async def readiness(self) -> dict:
+        """Which parts answer; raises a 503 naming the ones that do not."""
+        checks = {"store": await self.store.ping()}
+        for name, call in (("router", self.router.providers), ("tier1", self.tier1.ready)):
+            try:
+                await asyncio.wait_for(call.remote(), timeout=2.0)
+                checks[name] = True
+            except Exception:  # noqa: BLE001 - any failure means "not ready", and says which part
+                checks[name] = False
+        checks["tier3_configured"] = self.tier3_unconfigured is None
+        failing = [k for k, ok in checks.items() if not ok and k != "tier3_configured"]
+        if failing:
+            raise ApiError(503, f"not ready: {', '.join(failing)}", "service_unavailable",
+                           headers={"Retry-After": RETRY_AFTER_S})
+        return {"status": "ready", "store": self.store.backend, **checks}
+
+    # -- tokens -------------------------------------------------------------------------------------
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` by the encoder's WordPiece (a stand-in for the provider's tokenizer)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
+
+    def count_prompt(self, messages: list[dict]) -> int:
+        """Prompt tokens of a conversation, with per-message framing."""
+        return sum(self.count(m["content"]) + TOKENS_PER_MESSAGE for m in messages)

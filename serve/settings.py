@@ -1,0 +1,195 @@
+"""Typed settings: ``configs/tierwise.yaml`` (or the file named by ``TIERWISE_CONFIG`` or passed to
+:func:`load_settings`), overridden by ``TIERWISE_*`` environment variables (nested with ``__``, e.g.
+``TIERWISE_STORE__URL``; lists and mappings as JSON).
+
+:func:`load_settings` validates everything at start-up; a bad value fails with the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "tierwise.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message names the file and the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderSettings(_Section):
+    """The shared MiniLM encoder."""
+
+    model_dir: Path = REPO_ROOT / "models" / "artifacts" / "encoder"
+    max_tokens: int = Field(128, ge=8, le=512)
+    threads: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class BatchSettings(_Section):
+    """Replicas, CPU share and ``@serve.batch`` knobs of one batched deployment."""
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.001, ge=0)
+
+
+class RouterSettings(_Section):
+    """The learned router and its thresholds."""
+
+    heads_dir: Path = REPO_ROOT / "models" / "heads"
+    tier1_min_confidence: float = Field(0.5, ge=0, le=1)
+    context_weight: float = Field(0.3, ge=0, le=1)
+    sticky_max_confidence: float = Field(0.9, ge=0, le=1)
+    gpu: Literal["auto", "never", "always"] = "auto"
+    batching: BatchSettings = BatchSettings()
+    gpu_batching: BatchSettings = BatchSettings(max_batch_size=256, batch_wait_timeout_s=0.002)
+
+
+class Rule(_Section):
+    """A pattern with a canned answer, checked before any model."""
+
+    name: str
+    pattern: str
+    answer: str
+    ignore_case: bool = True
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class Tier1Settings(_Section):
+    """Tier-1 micro-models, FAQ and rules."""
+
+    model_name: str = "tierwise-tier1"
+    faq_path: Path = REPO_ROOT / "configs" / "faq.yaml"
+    faq_min_score: float = Field(0.75, ge=0, le=1)
+    min_confidence: dict[Literal["sentiment", "intent", "entities"], float] = {
+        "sentiment": 0.7,
+        "intent": 0.5,
+        "entities": 0.5,
+    }
+    rules: list[Rule] = []
+    batching: BatchSettings = BatchSettings()
+
+
+class ProviderSettings(_Section):
+    """One OpenAI-compatible provider for tier 3."""
+
+    name: str
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    allow_no_key: bool = False
+
+
+class Tier3Settings(_Section):
+    """Frontier providers, tried in order."""
+
+    providers: list[ProviderSettings] = []
+
+
+class StoreSettings(_Section):
+    """Conversation state."""
+
+    backend: Literal["auto", "redis", "memory"] = "auto"
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "tierwise"
+    ttl_s: int = Field(86400, ge=1)
+    max_messages: int = Field(200, ge=2)
+
+
+class HttpSettings(_Section):
+    """The HTTP front and its input limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_message_chars: int = Field(100_000, ge=1)
+    max_messages: int = Field(256, ge=1)
+    tenant: str = "default"
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+
+
+class PricingSettings(_Section):
+    """Where the price table lives."""
+
+    path: Path = REPO_ROOT / "configs" / "prices.yaml"
+
+
+class Settings(BaseSettings):
+    """Everything Tierwise reads at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_", env_nested_delimiter="__", extra="forbid")
+
+    encoder: EncoderSettings = EncoderSettings()
+    router: RouterSettings = RouterSettings()
+    tier1: Tier1Settings = Tier1Settings()
+    tier3: Tier3Settings = Tier3Settings()
+    store: StoreSettings = StoreSettings()
+    http: HttpSettings = HttpSettings()
+    pricing: PricingSettings = PricingSettings()
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> "Settings":
+        for field, path in (("tier1.faq_path", self.tier1.faq_path), ("pricing.path", self.pricing.path)):
+            if not Path(path).is_file():
+                raise ValueError(f"{field}: file {path} does not exist")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment wins over the arguments, which :func:`load_settings` fills from the file."""
+        return env_settings, init_settings
+
+
+def _resolve_relative(data: dict, base: Path) -> None:
+    """Paths in a config file are relative to that file's folder."""
+    for section, key in (("encoder", "model_dir"), ("router", "heads_dir"), ("tier1", "faq_path"), ("pricing", "path")):
+        value = (data.get(section) or {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            data[section][key] = str((base / value).resolve())
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` naming the file and the field."""
+    config_path = Path(path or os.environ.get("TIERWISE_CONFIG", DEFAULT_CONFIG))
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: config file not found")
+    try:
+        data = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{config_path}: the top level must be a mapping of sections")
+    data = data or {}
+    _resolve_relative(data, config_path.parent)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{config_path}: {problems} (fields may also come from TIERWISE_* variables)") from exc

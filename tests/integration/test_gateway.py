@@ -1,0 +1,270 @@
+"""The running gateway over HTTP, with the official openai client: tiers, streaming, conversations,
+tier-3 provider failures, routing of the acceptance examples, and the task endpoints."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import openai
+import pytest
+
+ACCEPTANCE = [
+    ("Product is great!", "sentiment", 1, None),
+    ("Meet John at Paris cafe on Monday.", "entities", 1, None),
+    ("What is our return policy?", "faq", 1, None),
+    # Tier 2 is not deployed yet: the router proposes it and tier 3 serves, saying so.
+    ("Write a professional follow-up.", "generation", 3, 2),
+    ("Compare these two business strategies.", "reasoning", 3, None),
+]
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def conversation_keys(redis_db, conversation_id: str) -> list[str]:
+    r, prefix = redis_db
+    return list(r.scan_iter(match=f"{prefix}:*:conv:{conversation_id}"))
+
+
+@pytest.mark.parametrize("text,task,tier,escalated_from", ACCEPTANCE)
+def test_route_endpoint_acceptance_examples(http, text, task, tier, escalated_from):
+    info = http.post("/v1/route", json={"model": "auto", "messages": user(text)}).json()
+    assert (info["task"], info["tier"], info.get("escalated_from")) == (task, tier, escalated_from), info
+    assert {"tasks", "faq", "pii", "latency_ms"} <= set(info["scores"])
+    if escalated_from == 2:
+        assert "tier 2 not deployed" in info["reason"]
+
+
+def test_tier1_chat_non_streaming(client):
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=user("Product is great!"))
+    assert raw.headers["x-tierwise-tier"] == "1"
+    assert raw.headers["x-tierwise-model"] == "tierwise-tier1"
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Sentiment: positive."
+    tw = completion.model_extra["tierwise"]
+    assert (tw["tier"], tw["task"], tw["model"]) == (1, "sentiment", "tierwise-tier1")
+    assert tw["result"]["label"] == "positive"
+    assert 0 < tw["cost_usd"] < tw["baseline_cost_usd"]
+    assert completion.usage.prompt_tokens > 0
+
+
+def test_tier1_chat_streaming(client):
+    chunks = list(client.chat.completions.create(model="auto", stream=True,
+                                                 messages=user("Meet John at Paris cafe on Monday.")))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("Entities: ") and "John (PER)" in text
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    tw = last.model_extra["tierwise"]
+    assert (tw["tier"], tw["task"]) == (1, "entities")
+    assert "baseline_cost_usd" in tw
+    assert all("tierwise" not in c.model_extra for c in chunks[:-1])
+
+
+def test_faq_answer_over_chat(client):
+    completion = client.chat.completions.create(model="auto", messages=user("What is our return policy?"))
+    assert "30 days" in completion.choices[0].message.content
+    assert completion.model_extra["tierwise"]["result"]["faq_id"] == "returns"
+
+
+def test_tier3_non_streaming_and_tier2_fallback(client, provider):
+    completion = client.chat.completions.create(model="auto", messages=user("Write a professional follow-up."))
+    assert completion.choices[0].message.content.startswith("fake reply to: Write a professional follow-up.")
+    tw = completion.model_extra["tierwise"]
+    assert (tw["tier"], tw["escalated_from"], tw["model"]) == (3, 2, "fake-frontier")
+    assert tw["cost_usd"] == pytest.approx(tw["baseline_cost_usd"])  # unpriced model: reference price
+    assert provider.requests[-1]["messages"] == user("Write a professional follow-up.")
+
+
+def test_tier3_streaming(client):
+    chunks = list(client.chat.completions.create(
+        model="auto", stream=True, messages=user("Compare these two business strategies.")))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("fake reply to: Compare these two business strategies.")
+    tw = chunks[-1].model_extra["tierwise"]
+    assert tw["tier"] == 3 and tw["task"] == "reasoning"
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_two_turn_conversation_second_turn_sees_first(client, provider, redis_db):
+    cid = f"conv-{uuid.uuid4().hex}"
+    headers = {"X-Conversation-Id": cid}
+    first = client.chat.completions.create(model="auto", extra_headers=headers,
+                                           messages=user("Compare these two business strategies."))
+    second = client.chat.completions.create(model="auto", extra_headers=headers,
+                                            messages=user("Which one is cheaper to run?"))
+    seen = provider.requests[-1]["messages"]
+    assert [m["role"] for m in seen] == ["user", "assistant", "user"]
+    assert seen[0]["content"] == "Compare these two business strategies."
+    assert seen[1]["content"] == first.choices[0].message.content
+    assert "[saw 3 messages]" in second.choices[0].message.content
+    assert second.model_extra["tierwise"]["conversation_id"] == cid
+    (key,) = conversation_keys(redis_db, cid)
+    r, _ = redis_db
+    stored = [json.loads(m) for m in r.lrange(key, 0, -1)]
+    assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+    assert stored[1]["tierwise"]["tier"] == 3
+    assert 0 < r.ttl(key) <= 86400
+
+
+def test_resent_history_is_not_duplicated(client, redis_db):
+    cid = f"conv-{uuid.uuid4().hex}"
+    headers = {"X-Conversation-Id": cid}
+    first = client.chat.completions.create(model="auto", extra_headers=headers, messages=user("Product is great!"))
+    full = user("Product is great!") + [{"role": "assistant", "content": first.choices[0].message.content}] + \
+        user("The battery died after a day, awful.")
+    second = client.chat.completions.create(model="auto", extra_headers=headers, messages=full)
+    assert second.model_extra["tierwise"]["task"] == "sentiment"
+    r, _ = redis_db
+    (key,) = conversation_keys(redis_db, cid)
+    assert r.llen(key) == 4
+
+
+def test_sticky_conversation_stays_at_tier3(client):
+    cid = f"conv-{uuid.uuid4().hex}"
+    headers = {"X-Conversation-Id": cid}
+    client.chat.completions.create(model="auto", extra_headers=headers,
+                                   messages=user("Compare these two business strategies."))
+    follow = client.chat.completions.create(model="auto", extra_headers=headers, messages=user("And why?"))
+    tw = follow.model_extra["tierwise"]
+    assert tw["tier"] == 3
+
+
+def test_429_then_success(client, provider):
+    before = len(provider.requests)
+    provider.fail_next(429, retry_after=0.1)
+    completion = client.chat.completions.create(model="auto",
+                                                messages=user("Compare these two business strategies."))
+    assert completion.model_extra["tierwise"]["tier"] == 3
+    assert len(provider.requests) - before == 2
+
+
+def test_provider_timeout_gives_502_with_decision(client, provider):
+    provider.delay_next(4, times=2)  # timeout_s 1.5 with one retry: both attempts time out
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="auto", messages=user("Compare these two business strategies."))
+    assert err.value.status_code == 502
+    body = err.value.response.json()["error"]
+    assert body["type"] == "upstream_error" and body["tierwise"]["tier"] == 3
+
+
+def test_forced_model(client):
+    completion = client.chat.completions.create(model="tierwise-tier1", messages=user("I loved every minute."))
+    tw = completion.model_extra["tierwise"]
+    assert tw["tier"] == 1 and "client" in tw["reason"]
+
+
+def test_models_endpoint(client):
+    ids = {m.id for m in client.models.list().data}
+    assert {"auto", "tierwise-tier1", "fake-frontier"} <= ids
+
+
+@pytest.mark.parametrize("task,text,check", [
+    ("sentiment", "Product is great!", lambda r: r["result"]["label"] == "positive"),
+    ("entities", "Meet John at Paris cafe on Monday.", lambda r: any(e["text"] == "Paris" for e in r["result"]["entities"])),
+    ("faq", "How long does shipping take?", lambda r: r["result"]["faq_id"] == "shipping-time"),
+    ("intent", "set an alarm for 7 am", lambda r: r["result"]["intent"] == "alarm"),
+])
+def test_task_endpoints(http, task, text, check):
+    response = http.post(f"/v1/tasks/{task}", json={"text": text})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert check(body), body
+    assert body["model"] == "tierwise-tier1" and body["latency_ms"] > 0
+
+
+def test_health_readiness_metrics(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["store"] == "redis" and ready["tier3_configured"]
+    http.post("/v1/chat/completions", json={"model": "auto", "messages": user("Product is great!")})
+    text = http.get("/metrics").text
+    assert 'tierwise_requests_total{endpoint="chat",status="200",task="sentiment",tier="1"}' in text
+    assert "tierwise_baseline_cost_usd_total" in text
+
+
+BAD_INPUTS = [
+    ("malformed JSON", b'{"model": "auto", "messages": [', {}, 400, "invalid_json"),
+    ("invalid UTF-8", b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe"}]}', {}, 400,
+     "invalid_utf8"),
+    ("not an object", b'[1, 2]', {}, 400, "invalid_type"),
+    ("missing messages", json.dumps({"model": "auto"}).encode(), {}, 400, "invalid_value"),
+    ("empty messages", json.dumps({"model": "auto", "messages": []}).encode(), {}, 400, "invalid_value"),
+    ("messages wrong type", json.dumps({"model": "auto", "messages": "hi"}).encode(), {}, 400, "invalid_value"),
+    ("content wrong type", json.dumps({"model": "auto", "messages": [{"role": "user", "content": 5}]}).encode(),
+     {}, 400, "invalid_value"),
+    ("empty user content", json.dumps({"model": "auto", "messages": user("   ")}).encode(), {}, 400,
+     "invalid_value"),
+    ("unknown role", json.dumps({"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]}).encode(),
+     {}, 400, "invalid_value"),
+    ("temperature out of range", json.dumps({"model": "auto", "messages": user("hi"), "temperature": 9}).encode(),
+     {}, 400, "invalid_value"),
+    ("n > 1", json.dumps({"model": "auto", "messages": user("hi"), "n": 3}).encode(), {}, 400, "invalid_value"),
+    ("unknown model", json.dumps({"model": "gpt-17", "messages": user("hi")}).encode(), {}, 404,
+     "model_not_found"),
+    ("oversized body", json.dumps({"model": "auto", "messages": user("x" * 1_100_000)}).encode(), {}, 413,
+     "body_too_large"),
+    ("oversized message", json.dumps({"model": "auto", "messages": user("x" * 200_000)}).encode(), {}, 413,
+     "message_too_large"),
+    ("bad conversation id", json.dumps({"model": "auto", "messages": user("hi")}).encode(),
+     {"X-Conversation-Id": "a b{c}"}, 400, None),
+]
+
+
+@pytest.mark.parametrize("name,body,headers,status,code", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gets_openai_error_and_stores_nothing(http, redis_db, name, body, headers, status, code):
+    cid = headers.get("X-Conversation-Id") or f"conv-{uuid.uuid4().hex}"
+    response = http.post("/v1/chat/completions", content=body,
+                         headers={"Content-Type": "application/json", "X-Conversation-Id": cid})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"]
+    if code:
+        assert error["code"] == code
+    assert conversation_keys(redis_db, cid) == []
+
+
+def test_unknown_route_and_task_are_openai_style_404(http):
+    for path in ("/v1/nothing", "/v1/tasks/poetry"):
+        response = http.post(path, json={"text": "x"})
+        assert response.status_code == 404
+        assert response.json()["error"]["message"]
+
+
+def test_task_endpoint_bad_input(http):
+    assert http.post("/v1/tasks/sentiment", json={"text": ""}).status_code == 400
+    assert http.post("/v1/tasks/sentiment", json={"txt": "hi"}).status_code == 400
+    assert http.post("/v1/tasks/sentiment", content=b"\xff", headers={"Content-Type": "application/json"}).status_code == 400
+
+
+def test_tier3_not_configured_is_a_clear_503(cluster):
+    response = httpx.post(f"{cluster['isolated']}/v1/chat/completions", timeout=30,
+                          json={"model": "auto", "messages": user("Compare these two business strategies.")})
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "tier3_not_configured"
+    assert "tier3.providers" in error["message"]
+    assert error["tierwise"]["tier"] == 3 and error["tierwise"]["task"] == "reasoning"
+
+
+def test_redis_down_fails_conversations_not_stateless_requests(cluster, private_redis):
+    base = cluster["isolated"]
+    ok = httpx.post(f"{base}/v1/chat/completions", json={"model": "auto", "messages": user("Product is great!")},
+                    headers={"X-Conversation-Id": "before-outage"}, timeout=30)
+    assert ok.status_code == 200
+    proc, _ = private_redis
+    proc.kill()
+    proc.wait()
+    stateful = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+                          json={"model": "auto", "messages": user("Product is great!")},
+                          headers={"X-Conversation-Id": "during-outage"})
+    assert stateful.status_code == 503
+    assert stateful.headers["retry-after"]
+    assert "conversation store is unavailable" in stateful.json()["error"]["message"]
+    stateless = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+                           json={"model": "auto", "messages": user("Product is great!")})
+    assert stateless.status_code == 200
+    assert httpx.get(f"{base}/readyz", timeout=30).status_code == 503

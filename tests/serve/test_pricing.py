@@ -1,0 +1,31 @@
+"""Price table: costs from token counts, the reference baseline, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve.pricing import PriceTable
+
+
+def test_costs_and_baseline(settings):
+    prices = PriceTable.load(settings.pricing.path)
+    assert prices.cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.5)
+    assert prices.cost("gpt-4o", 1000, 500) == pytest.approx((1000 * 2.5 + 500 * 10) / 1e6)
+    assert prices.baseline(1000, 500) == prices.cost(prices.reference_model, 1000, 500)
+    assert prices.cost("tierwise-tier1", 20, 5) < prices.baseline(20, 5) / 100
+
+
+def test_unknown_model_is_priced_at_reference(settings, caplog):
+    prices = PriceTable.load(settings.pricing.path)
+    assert prices.cost("some-new-model", 100, 100) == prices.baseline(100, 100)
+    assert "no price for model 'some-new-model'" in caplog.text
+
+
+def test_bad_price_file_names_the_field(tmp_path):
+    path = tmp_path / "prices.yaml"
+    path.write_text("reference_model: gpt-4o\nmodels:\n  gpt-4o: {input: -1, output: 2}\n")
+    with pytest.raises(ValueError, match=r"prices.yaml: models.gpt-4o.input"):
+        PriceTable.load(path)
+    path.write_text("reference_model: gpt-5\nmodels:\n  gpt-4o: {input: 1, output: 2}\n")
+    with pytest.raises(ValueError, match="reference_model 'gpt-5' has no price"):
+        PriceTable.load(path)
