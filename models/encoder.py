@@ -32,6 +32,17 @@ class Encoded:
     n_tokens: list[int]
 
 
+def load_tokenizer(model_dir: Path, max_tokens: int | None = None) -> Tokenizer:
+    """The encoder's WordPiece tokenizer, unpadded, truncated to ``max_tokens`` (None: never)."""
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tokenizer.no_padding()
+    if max_tokens is None:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length=max_tokens)
+    return tokenizer
+
+
 def pick_providers(device: str) -> list[str]:
     """ONNX Runtime execution providers for ``device`` (``auto``, ``cuda`` or ``cpu``)."""
     available = ort.get_available_providers()
@@ -61,9 +72,8 @@ class Encoder:
             raise FileNotFoundError(
                 f"encoder artefact {model_path} is missing: run `make setup` (or `tierwise export-encoder`)"
             )
-        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=max_tokens)
-        self.tokenizer.no_padding()
+        self.tokenizer = load_tokenizer(model_dir, max_tokens)
+        self.counter = load_tokenizer(model_dir)
         self.max_tokens = max_tokens
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -74,7 +84,7 @@ class Encoder:
 
     def count_tokens(self, text: str) -> int:
         """Number of word pieces in ``text``, untruncated, without special tokens."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self.counter.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: list[str]) -> Encoded:
         """Run one padded batch through the encoder."""

@@ -79,14 +79,15 @@ class RouterThresholds:
     tier1_min_confidence: float = 0.5
     context_weight: float = 0.3
     faq_min_score: float = 0.75
+    intent_min_confidence: float = 0.5
 
 
 class Router:
     """Routes batches of requests with one encoder pass per batch."""
 
-    def __init__(self, encoder: Encoder, task_head: LinearHead, tagger: EntityTagger, faq: FaqIndex,
-                 rules: RuleEngine, thresholds: RouterThresholds):
-        self.encoder, self.task_head, self.tagger = encoder, task_head, tagger
+    def __init__(self, encoder: Encoder, task_head: LinearHead, intent_head: LinearHead, tagger: EntityTagger,
+                 faq: FaqIndex, rules: RuleEngine, thresholds: RouterThresholds):
+        self.encoder, self.task_head, self.intent_head, self.tagger = encoder, task_head, intent_head, tagger
         self.faq, self.rules, self.thresholds = faq, rules, thresholds
 
     @classmethod
@@ -97,11 +98,12 @@ class Router:
         return cls(
             encoder,
             LinearHead.load(heads / "task.npz"),
+            LinearHead.load(heads / "intent.npz"),
             EntityTagger(LinearHead.load(heads / "entities.npz")),
             FaqIndex(load_faq(settings.tier1.faq_path), lambda texts: encoder.encode(texts).pooled),
             RuleEngine(settings.tier1.rules),
             RouterThresholds(settings.router.tier1_min_confidence, settings.router.context_weight,
-                             settings.tier1.faq_min_score),
+                             settings.tier1.faq_min_score, settings.tier1.min_confidence["intent"]),
         )
 
     def route_batch(self, inputs: list[RouteInput]) -> list[RouteDecision]:
@@ -120,14 +122,16 @@ class Router:
             if n in context_rows:
                 w = self.thresholds.context_weight
                 p = (1 - w) * p + w * probs[context_rows[n]]
-            decision = self._decide(item.text, dict(zip(self.task_head.labels, map(float, p))), matches[n])
+            decision = self._decide(item.text, dict(zip(self.task_head.labels, map(float, p))), matches[n],
+                                    encoded.pooled[n], entities[n])
             decision.entities = entities[n]
             decision.pii = any(e.type in PII_TYPES for e in entities[n])
             decision.embedding = encoded.pooled[n]
             decisions.append(decision)
         return decisions
 
-    def _decide(self, text: str, scores: dict[str, float], match) -> RouteDecision:
+    def _decide(self, text: str, scores: dict[str, float], match, embedding: np.ndarray,
+                entities: list[Entity]) -> RouteDecision:
         faq = {"faq_id": match.entry.id, "faq_score": match.score}
         rule = self.rules.match(text)
         if rule:
@@ -139,9 +143,29 @@ class Router:
         confidence = scores[task]
         tier = TASK_TIER[task]
         reason = f"classifier: {task} (p={confidence:.2f})"
-        if task == "faq":
+        if task == "intent":
+            task, tier, confidence, reason = self._check_intent(scores, embedding, entities)
+        elif task == "faq":
             tier, reason = 2, (f"FAQ-style question with no matching entry (best '{match.entry.id}', "
                                f"score {match.score:.2f} < {self.thresholds.faq_min_score}); needs generation")
         elif tier == 1 and confidence < self.thresholds.tier1_min_confidence:
             tier, reason = 2, f"{reason} below the tier-1 threshold {self.thresholds.tier1_min_confidence}"
         return RouteDecision(task, tier, confidence, reason, scores, **faq)
+
+    def _check_intent(self, scores: dict[str, float], embedding: np.ndarray,
+                      entities: list[Entity]) -> tuple[str, int, float, str]:
+        """An intent request must name one of the configured intents.
+
+        Commands and entity-laden statements look alike ("Book a table at Nobu on Friday", "Meet John at
+        Paris cafe on Monday"); what tells them apart is whether the intent set knows the request. When it
+        does not, a message with entities is an extraction request, and anything else needs generation.
+        """
+        p = self.intent_head.predict_proba(embedding[None, :])[0]
+        best, best_p = self.intent_head.labels[int(p.argmax())], float(p.max())
+        if best != "oos" and best_p >= self.thresholds.intent_min_confidence:
+            return "intent", 1, scores["intent"], f"classifier: intent (p={scores['intent']:.2f}), intent '{best}' (p={best_p:.2f})"
+        unknown = f"no configured intent matched (best '{best}', p={best_p:.2f})"
+        structured = scores["intent"] + scores["entities"]
+        if entities:
+            return "entities", 1, structured, f"{unknown}; the message carries {len(entities)} entities"
+        return "generation", 2, scores["intent"], f"{unknown}; needs generation"

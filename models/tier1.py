@@ -100,7 +100,7 @@ class Tier1Models:
             result = {"faq_id": match.entry.id, "question": match.entry.question, "answer": match.entry.answer,
                       "score": round(match.score, 4)}
             if match.score < self.faq_min_score:
-                return Tier1Answer("faq", "", result, match.score, True,
+                return Tier1Answer("faq", "No FAQ entry matches this question.", result, match.score, True,
                                    f"best FAQ match '{match.entry.id}' scored {match.score:.2f} < {self.faq_min_score}")
             return Tier1Answer("faq", match.entry.answer, result, match.score)
         if r.task == "entities":

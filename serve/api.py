@@ -18,10 +18,22 @@ app.add_exception_handler(StarletteHTTPException, http_error_handler)
 
 ConversationId = Header(None, alias="X-Conversation-Id")
 
+# Serve unpickles its own copy of ``app`` in each replica, so app.state set by the deployment would land on
+# another object; the route functions, imported by reference, do share this module's globals.
+_service: ChatService | None = None
 
-def service(request: Request) -> ChatService:
-    """The replica's service (set by the Gateway deployment)."""
-    return request.app.state.service
+
+def bind_service(chat_service: ChatService) -> None:
+    """Give this replica's routes their service (the Gateway deployment calls it once)."""
+    global _service
+    _service = chat_service
+
+
+def service(_: Request) -> ChatService:
+    """The replica's service."""
+    if _service is None:
+        raise ApiError(503, "the gateway is starting", "service_unavailable", headers={"Retry-After": "1"})
+    return _service
 
 
 async def _body(request: Request, model):

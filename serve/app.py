@@ -16,6 +16,7 @@ from deployments.router import RouterDeployment
 from deployments.tier1 import Tier1Pool
 from deployments.tier3 import Tier3Forwarder
 from serve.api import app as fastapi_app
+from serve.api import bind_service
 from serve.pricing import PriceTable
 from serve.serving import ChatService
 from serve.settings import Settings, load_settings
@@ -36,8 +37,8 @@ class Gateway:
         unconfigured = await tier3.unconfigured_reason.remote()
         if unconfigured:
             log.warning("tier 3 is not configured: %s", unconfigured)
-        fastapi_app.state.service = ChatService(settings, router, tier1, tier3, unconfigured, store,
-                                                PriceTable.load(settings.pricing.path))
+        bind_service(ChatService(settings, router, tier1, tier3, unconfigured, store,
+                                 PriceTable.load(settings.pricing.path)))
 
 
 def router_uses_gpu(settings: Settings) -> bool:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi.responses import JSONResponse, StreamingResponse
-from tokenizers import Tokenizer
 
 from deployments.tier3 import Completion, Tier3Unavailable
+from models.encoder import load_tokenizer
 from models.router import RouteDecision, RouteInput
 from models.tier1 import TIER1_TASKS, Tier1Answer, Tier1Request
 from serve import metrics
@@ -94,6 +94,9 @@ class Answer:
     completion_tokens: int
     result: dict | None = None
     finish_reason: str = "stop"
+    # What the reference model would have read, when more than this answer's model did (tier 1 reads
+    # only the newest message; a frontier model would read the whole conversation).
+    baseline_prompt_tokens: int | None = None
 
 
 class ChatService:
@@ -107,7 +110,7 @@ class ChatService:
                  store: ConversationStore, prices: PriceTable):
         self.settings, self.router, self.tier1, self.tier3 = settings, router, tier1, tier3
         self.tier3_unconfigured, self.store, self.prices = tier3_unconfigured, store, prices
-        self.tokenizer = Tokenizer.from_file(str(Path(settings.encoder.model_dir) / "tokenizer.json"))
+        self.tokenizer = load_tokenizer(settings.encoder.model_dir)
         self.tier1_model = settings.tier1.model_name
         self.tier3_models = [p.model for p in settings.tier3.providers]
         # Tier 2 (vLLM) plugs in here: a handle and an entry in this set.
@@ -224,7 +227,8 @@ class ChatService:
         tier1_answer: Tier1Answer | None = None
         if choice.tier == 1:
             tier1_answer = await self.tier1.answer.remote(self._tier1_request(decision, turn))
-            if tier1_answer.escalate:
+            # A client that pinned the tier-1 model gets tier 1's best answer, never a dearer tier.
+            if tier1_answer.escalate and self.forced_tier(request.model) is None:
                 metrics.ESCALATIONS.labels("1", "3").inc()
                 choice = escalate(choice, self.available, f"tier 1 unsure: {tier1_answer.reason}")
         info = self._info(decision, choice, self.model_of(choice.tier), turn)
@@ -260,14 +264,14 @@ class ChatService:
 
     def _tier1_to_answer(self, ans: Tier1Answer, turn: Turn) -> Answer:
         return Answer(ans.reply, self.tier1_model, ans.input_tokens, self.count(ans.reply),
-                      result={"task": ans.task, "confidence": round(ans.confidence, 4), **ans.result})
+                      result={"task": ans.task, "confidence": round(ans.confidence, 4), **ans.result},
+                      baseline_prompt_tokens=self.count_prompt(turn.messages))
 
-    def _price(self, info: TierwiseInfo, answer: Answer, turn: Turn) -> None:
+    def _price(self, info: TierwiseInfo, answer: Answer) -> None:
         info.model = answer.model
         info.result = answer.result
         info.cost_usd = round(self.prices.cost(answer.model, answer.prompt_tokens, answer.completion_tokens), 10)
-        # The frontier model would have read the whole conversation, not just what tier 1 read.
-        baseline_prompt = max(answer.prompt_tokens, self.count_prompt(turn.messages))
+        baseline_prompt = answer.baseline_prompt_tokens or answer.prompt_tokens
         info.baseline_cost_usd = round(self.prices.baseline(baseline_prompt, answer.completion_tokens), 10)
 
     def _record(self, info: TierwiseInfo, started: float, status: int = 200) -> None:
@@ -280,7 +284,7 @@ class ChatService:
         metrics.BASELINE_COST.labels(tier).inc(info.baseline_cost_usd or 0.0)
 
     async def _finish(self, turn: Turn, info: TierwiseInfo, answer: Answer, headers: dict, started: float):
-        self._price(info, answer, turn)
+        self._price(info, answer)
         await self._save(turn, answer, info)
         self._record(info, started)
         body = ChatCompletionResponse(
@@ -340,7 +344,7 @@ class ChatService:
             try:
                 async for piece in pieces:
                     if isinstance(piece, Answer):
-                        self._price(info, piece, turn)
+                        self._price(info, piece)
                         await self._save(turn, piece, info)
                         self._record(info, started)
                         usage = Usage(prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens,
@@ -393,12 +397,12 @@ class ChatService:
                 checks[name] = True
             except Exception:  # noqa: BLE001 - any failure means "not ready", and says which part
                 checks[name] = False
-        checks["tier3_configured"] = self.tier3_unconfigured is None
-        failing = [k for k, ok in checks.items() if not ok and k != "tier3_configured"]
+        failing = [k for k, ok in checks.items() if not ok]
         if failing:
             raise ApiError(503, f"not ready: {', '.join(failing)}", "service_unavailable",
                            headers={"Retry-After": RETRY_AFTER_S})
-        return {"status": "ready", "store": self.store.backend, **checks}
+        return {"status": "ready", "store_backend": self.store.backend,
+                "tier3_configured": self.tier3_unconfigured is None, **checks}
 
     # -- tokens -------------------------------------------------------------------------------------
 

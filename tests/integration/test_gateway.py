@@ -179,7 +179,7 @@ def test_task_endpoints(http, task, text, check):
 def test_health_readiness_metrics(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["store"] == "redis" and ready["tier3_configured"]
+    assert ready["status"] == "ready" and ready["store_backend"] == "redis" and ready["tier3_configured"]
     http.post("/v1/chat/completions", json={"model": "auto", "messages": user("Product is great!")})
     text = http.get("/metrics").text
     assert 'tierwise_requests_total{endpoint="chat",status="200",task="sentiment",tier="1"}' in text

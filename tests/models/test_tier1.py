@@ -31,7 +31,7 @@ def test_faq_match_and_abstention(tier1):
                                     Tier1Request("faq", "What is the boiling point of tungsten?")])
     assert hit.result["faq_id"] == "returns" and not hit.escalate
     assert "30 days" in hit.reply
-    assert miss.escalate and miss.reply == ""
+    assert miss.escalate and miss.reply == "No FAQ entry matches this question."
 
 
 def test_intent_and_out_of_scope(tier1):
