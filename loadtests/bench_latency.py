@@ -143,6 +143,7 @@ def bench_http(settings, n: int, concurrency: int, duration_s: float) -> dict:
 
         async def load() -> dict:
             latencies: list[float] = []
+            errors: list[str] = []
             deadline = time.perf_counter() + duration_s
 
             async def worker(k: int) -> None:
@@ -152,7 +153,8 @@ def bench_http(settings, n: int, concurrency: int, duration_s: float) -> dict:
                         body = {"model": "auto", "messages": [{"role": "user", "content": TIER1_PROMPTS[i % len(TIER1_PROMPTS)]}]}
                         started = time.perf_counter()
                         r = await c.post(url, json=body)
-                        r.raise_for_status()
+                        if r.status_code != 200:
+                            errors.append(f"{r.status_code}: {r.text[:300]}")
                         latencies.append(time.perf_counter() - started)
                         i += 1
 
@@ -161,6 +163,8 @@ def bench_http(settings, n: int, concurrency: int, duration_s: float) -> dict:
             out = summary(latencies)
             out["requests_per_s"] = round(len(latencies) / (time.perf_counter() - started), 1)
             out["concurrency"] = concurrency
+            out["errors"] = len(errors)
+            out["first_errors"] = errors[:3]
             return out
 
         results["concurrent"] = asyncio.run(load())

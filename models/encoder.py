@@ -57,7 +57,7 @@ def pick_providers(device: str) -> list[str]:
 
 
 class Encoder:
-    """Tokenizer plus the int8 ONNX MiniLM, batched.
+    """Tokenizer plus the int8 ONNX MiniLM.
 
     Args:
         model_dir: folder written by :func:`models.encoder_export.export_encoder`.
@@ -81,31 +81,49 @@ class Encoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = pick_providers(device)
         self.session = ort.InferenceSession(str(model_path), opts, providers=self.providers)
+        self.batched = self.providers[0] != "CPUExecutionProvider"
 
     def count_tokens(self, text: str) -> int:
         """Number of word pieces in ``text``, untruncated, without special tokens."""
         return len(self.counter.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: list[str]) -> Encoded:
-        """Run one padded batch through the encoder."""
+        """One encoder pass over ``texts``.
+
+        On CPU each text runs alone: dynamic int8 quantisation scales activations per call, so in a
+        padded batch a text's scores would shift with its batch-mates (enough to flip a threshold), and
+        on CPU batching buys little anyway (200 vs 180 queries/s per core, loadtests/bench_latency.py).
+        On CUDA the batch runs padded, which is where batching pays.
+        """
         encodings = self.tokenizer.encode_batch(texts)
-        lengths = [len(e.ids) for e in encodings]
-        width = max(lengths)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        for i, enc in enumerate(encodings):
-            ids[i, : lengths[i]] = enc.ids
-            mask[i, : lengths[i]] = 1
+        if self.batched:
+            hidden = self._padded(encodings)
+        else:
+            hidden = [self._run(np.array([e.ids], dtype=np.int64))[0] for e in encodings]
+        pooled = np.stack([h.mean(axis=0) for h in hidden])
+        pooled /= np.linalg.norm(pooled, axis=1, keepdims=True) + 1e-12
+        tokens, offsets, word_ids = [], [], []
+        for h, enc in zip(hidden, encodings):
+            # Drop [CLS] and [SEP]: heads work on the word pieces of the text itself.
+            n = len(h)
+            tokens.append(h[1 : n - 1])
+            offsets.append(list(enc.offsets[1 : n - 1]))
+            word_ids.append([w if w is not None else -1 for w in enc.word_ids[1 : n - 1]])
+        return Encoded(pooled.astype(np.float32), tokens, offsets, word_ids, [len(h) for h in hidden])
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        mask = np.ones_like(ids) if mask is None else mask
         (hidden,) = self.session.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         )
-        summed = (hidden * mask[:, :, None]).sum(axis=1)
-        pooled = summed / mask.sum(axis=1, keepdims=True)
-        pooled /= np.linalg.norm(pooled, axis=1, keepdims=True) + 1e-12
-        tokens, offsets, word_ids = [], [], []
+        return hidden
+
+    def _padded(self, encodings) -> list[np.ndarray]:
+        lengths = [len(e.ids) for e in encodings]
+        ids = np.zeros((len(encodings), max(lengths)), dtype=np.int64)
+        mask = np.zeros_like(ids)
         for i, enc in enumerate(encodings):
-            # Drop [CLS] and [SEP]: heads work on the word pieces of the text itself.
-            tokens.append(hidden[i, 1 : lengths[i] - 1])
-            offsets.append(list(enc.offsets[1 : lengths[i] - 1]))
-            word_ids.append([w if w is not None else -1 for w in enc.word_ids[1 : lengths[i] - 1]])
-        return Encoded(pooled.astype(np.float32), tokens, offsets, word_ids, lengths)
+            ids[i, : lengths[i]] = enc.ids
+            mask[i, : lengths[i]] = 1
+        hidden = self._run(ids, mask)
+        return [hidden[i, :n] for i, n in enumerate(lengths)]

@@ -54,9 +54,9 @@ class Tier1Models:
         self.min_confidence, self.faq_min_score = min_confidence, faq_min_score
 
     @classmethod
-    def from_settings(cls, settings) -> "Tier1Models":
-        """Build from a :class:`serve.settings.Settings`."""
-        encoder = Encoder(**settings.encoder.model_dump())
+    def from_settings(cls, settings, encoder: Encoder | None = None) -> "Tier1Models":
+        """Build from a :class:`serve.settings.Settings`, sharing ``encoder`` when given."""
+        encoder = encoder or Encoder(**settings.encoder.model_dump())
         heads = Path(settings.router.heads_dir)
         return cls(
             encoder,

@@ -12,10 +12,12 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from deployments.router import RouterDeployment
-from deployments.tier1 import Tier1Pool
+from deployments.router import RouterBatcher, RouterDeployment, RouterHandle
+from deployments.tier1 import Tier1Batcher, Tier1Handle, Tier1Pool
 from deployments.tier3 import Tier3Forwarder
 from serve.api import app as fastapi_app
+from models.router import Router
+from models.tier1 import Tier1Models
 from serve.api import bind_service
 from serve.pricing import PriceTable
 from serve.serving import ChatService
@@ -28,7 +30,10 @@ log = logging.getLogger(__name__)
 @serve.deployment(name="Gateway")
 @serve.ingress(fastapi_app)
 class Gateway:
-    """OpenAI-compatible ingress; all logic lives in :class:`serve.serving.ChatService`."""
+    """OpenAI-compatible ingress; all logic lives in :class:`serve.serving.ChatService`.
+
+    ``router`` and ``tier1`` are deployment handles, or None to run that part inside this replica.
+    """
 
     async def __init__(self, settings: Settings, router, tier1, tier3):
         store = await open_store(settings.store.backend, settings.store.url, settings.store.prefix,
@@ -37,6 +42,19 @@ class Gateway:
         unconfigured = await tier3.unconfigured_reason.remote()
         if unconfigured:
             log.warning("tier 3 is not configured: %s", unconfigured)
+        router_model = Router.from_settings(settings) if router is None else None
+        if router_model is not None:
+            b = settings.router.batching
+            router = RouterBatcher(router_model, b.max_batch_size, b.batch_wait_timeout_s)
+        else:
+            router = RouterHandle(router)
+        if tier1 is None:
+            b = settings.tier1.batching
+            # Sharing the router's encoder: one model in memory, and one pass per request.
+            models = Tier1Models.from_settings(settings, encoder=router_model.encoder if router_model else None)
+            tier1 = Tier1Batcher(models, b.max_batch_size, b.batch_wait_timeout_s)
+        else:
+            tier1 = Tier1Handle(tier1)
         bind_service(ChatService(settings, router, tier1, tier3, unconfigured, store,
                                  PriceTable.load(settings.pricing.path)))
 
@@ -49,20 +67,24 @@ def router_uses_gpu(settings: Settings) -> bool:
 
 
 def build_app(settings: Settings) -> Application:
-    """The whole graph: gateway → router, tier-1 pool, tier-3 forwarder."""
+    """The whole graph: gateway → router, tier 1 (each in the gateway or as deployments), tier-3 forwarder."""
     use_gpu = router_uses_gpu(settings)
-    batching = settings.router.gpu_batching if use_gpu else settings.router.batching
-    actor = {"num_gpus": 1, "num_cpus": batching.num_cpus} if use_gpu else {"num_cpus": batching.num_cpus}
-    router = RouterDeployment.options(num_replicas=batching.num_replicas, ray_actor_options=actor,
-                                      max_ongoing_requests=max(2 * batching.max_batch_size, 16))
-    tier1_batching = settings.tier1.batching
-    tier1 = Tier1Pool.options(num_replicas=tier1_batching.num_replicas,
-                              ray_actor_options={"num_cpus": tier1_batching.num_cpus},
-                              max_ongoing_requests=max(2 * tier1_batching.max_batch_size, 16))
+    placement = settings.router.placement
+    router = None
+    if placement == "deployment" or (placement == "auto" and use_gpu):
+        batching = settings.router.gpu_batching if use_gpu else settings.router.batching
+        actor = {"num_cpus": batching.num_cpus, **({"num_gpus": 1} if use_gpu else {})}
+        router = RouterDeployment.options(num_replicas=batching.num_replicas, ray_actor_options=actor,
+                                          max_ongoing_requests=max(2 * batching.max_batch_size, 16)
+                                          ).bind(settings, use_gpu)
+    tier1 = None
+    if settings.tier1.placement == "deployment":
+        b = settings.tier1.batching
+        tier1 = Tier1Pool.options(num_replicas=b.num_replicas, ray_actor_options={"num_cpus": b.num_cpus},
+                                  max_ongoing_requests=max(2 * b.max_batch_size, 16)).bind(settings)
     gateway = Gateway.options(num_replicas=settings.http.num_replicas,
                               ray_actor_options={"num_cpus": settings.http.num_cpus})
-    return gateway.bind(settings, router.bind(settings, use_gpu), tier1.bind(settings),
-                        Tier3Forwarder.bind(settings.tier3.providers))
+    return gateway.bind(settings, router, tier1, Tier3Forwarder.bind(settings.tier3.providers))
 
 
 def app_builder(args: dict) -> Application:

@@ -102,8 +102,9 @@ class Answer:
 class ChatService:
     """Everything behind the OpenAI-compatible routes of one gateway replica.
 
-    ``router``, ``tier1`` and ``tier3`` are Ray Serve deployment handles; ``tier3_unconfigured`` (why
-    tier 3 cannot answer, or None) is asked once at start-up so that case costs no round trip.
+    ``router`` and ``tier1`` are batchers in this replica or handles to their deployments (the same
+    interface: ``deployments/router.py``, ``deployments/tier1.py``); ``tier3`` is the forwarder's handle.
+    ``tier3_unconfigured`` (why tier 3 cannot answer, or None) is asked once at start-up.
     """
 
     def __init__(self, settings: Settings, router, tier1, tier3, tier3_unconfigured: str | None,
@@ -195,7 +196,7 @@ class ChatService:
 
     async def decide(self, turn: Turn) -> tuple[RouteDecision, TierChoice]:
         """The router's proposal and the tier the policy picks (a deployed one)."""
-        decision: RouteDecision = await self.router.route.remote(turn.route_input())
+        decision: RouteDecision = await self.router.route(turn.route_input())
         choice = choose_tier(decision.tier, decision.confidence, decision.reason,
                              previous_tier=turn.previous_tier, forced_tier=self.forced_tier(turn.request.model),
                              sticky_max_confidence=self.settings.router.sticky_max_confidence)
@@ -226,7 +227,7 @@ class ChatService:
         decision, choice = await self.decide(turn)
         tier1_answer: Tier1Answer | None = None
         if choice.tier == 1:
-            tier1_answer = await self.tier1.answer.remote(self._tier1_request(decision, turn))
+            tier1_answer = await self.tier1.answer(self._tier1_request(decision, turn))
             # A client that pinned the tier-1 model gets tier 1's best answer, never a dearer tier.
             if tier1_answer.escalate and self.forced_tier(request.model) is None:
                 metrics.ESCALATIONS.labels("1", "3").inc()
@@ -378,7 +379,7 @@ class ChatService:
             raise ApiError(413, f"text: {len(text)} characters exceed the limit of "
                                 f"{self.settings.http.max_message_chars}", param="text", code="message_too_large")
         started = time.perf_counter()
-        ans: Tier1Answer = await self.tier1.answer.remote(Tier1Request(task, text))
+        ans: Tier1Answer = await self.tier1.answer(Tier1Request(task, text))
         latency = time.perf_counter() - started
         metrics.REQUESTS.labels("task", "1", task, "200").inc()
         metrics.LATENCY.labels("task", "1").observe(latency)
@@ -391,9 +392,9 @@ class ChatService:
     async def readiness(self) -> dict:
         """Which parts answer; raises a 503 naming the ones that do not."""
         checks = {"store": await self.store.ping()}
-        for name, call in (("router", self.router.providers), ("tier1", self.tier1.ready)):
+        for name, part in (("router", self.router), ("tier1", self.tier1)):
             try:
-                await asyncio.wait_for(call.remote(), timeout=2.0)
+                await asyncio.wait_for(part.ready(), timeout=2.0)
                 checks[name] = True
             except Exception:  # noqa: BLE001 - any failure means "not ready", and says which part
                 checks[name] = False

@@ -54,6 +54,9 @@ class RouterSettings(_Section):
     context_weight: float = Field(0.3, ge=0, le=1)
     sticky_max_confidence: float = Field(0.9, ge=0, le=1)
     gpu: Literal["auto", "never", "always"] = "auto"
+    # gateway: in the gateway replica, no handle hop (what meets the CPU latency budget); deployment: its
+    # own replicas; auto: a deployment when it gets a GPU, else the gateway.
+    placement: Literal["auto", "gateway", "deployment"] = "auto"
     batching: BatchSettings = BatchSettings()
     gpu_batching: BatchSettings = BatchSettings(max_batch_size=256, batch_wait_timeout_s=0.002)
 
@@ -88,6 +91,8 @@ class Tier1Settings(_Section):
         "entities": 0.5,
     }
     rules: list[Rule] = []
+    # gateway: heads in the gateway replica (they reuse the router's pass); deployment: a CPU pool.
+    placement: Literal["gateway", "deployment"] = "gateway"
     batching: BatchSettings = BatchSettings()
 
 

@@ -1,8 +1,9 @@
 """A real Ray cluster (2 CPUs) running the Tierwise application, the real Redis, and a local
 OpenAI-compatible provider for tier 3.
 
-Two Serve applications share the cluster: ``main`` (provider configured, the shared Redis) and
-``isolated`` (no provider, a private redis-server this fixture can kill).
+Two Serve applications share the cluster: ``main`` (router and tier 1 inside the gateway, provider
+configured, the shared Redis) and ``isolated`` (router and tier 1 as their own deployments, one handle
+hop each; no provider; a private redis-server this fixture can kill).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def cluster(settings, provider, private_redis):
                                              timeout_s=1.5, max_retries=1)]
     isolated = settings.model_copy(deep=True)
     isolated.store.backend, isolated.store.url = "redis", private_redis[1]
+    isolated.router.placement, isolated.tier1.placement = "deployment", "deployment"
     for section in (isolated.http, isolated.router.batching, isolated.tier1.batching):
         section.num_cpus = 0  # both apps share the 2 CPUs of this machine
 

@@ -29,9 +29,10 @@ def conversation_keys(redis_db, conversation_id: str) -> list[str]:
     return list(r.scan_iter(match=f"{prefix}:*:conv:{conversation_id}"))
 
 
+@pytest.mark.parametrize("app", ["main", "isolated"])
 @pytest.mark.parametrize("text,task,tier,escalated_from", ACCEPTANCE)
-def test_route_endpoint_acceptance_examples(http, text, task, tier, escalated_from):
-    info = http.post("/v1/route", json={"model": "auto", "messages": user(text)}).json()
+def test_route_endpoint_acceptance_examples(cluster, app, text, task, tier, escalated_from):
+    info = httpx.post(f"{cluster[app]}/v1/route", json={"model": "auto", "messages": user(text)}, timeout=30).json()
     assert (info["task"], info["tier"], info.get("escalated_from")) == (task, tier, escalated_from), info
     assert {"tasks", "faq", "pii", "latency_ms"} <= set(info["scores"])
     if escalated_from == 2:
@@ -238,6 +239,18 @@ def test_task_endpoint_bad_input(http):
     assert http.post("/v1/tasks/sentiment", json={"text": ""}).status_code == 400
     assert http.post("/v1/tasks/sentiment", json={"txt": "hi"}).status_code == 400
     assert http.post("/v1/tasks/sentiment", content=b"\xff", headers={"Content-Type": "application/json"}).status_code == 400
+
+
+@pytest.mark.parametrize("text,task", [(t, k) for t, k, tier, _ in ACCEPTANCE if tier == 1])
+def test_tier1_through_deployments(cluster, text, task):
+    """The isolated app runs the router and tier 1 as their own deployments (one handle hop each)."""
+    response = httpx.post(f"{cluster['isolated']}/v1/chat/completions", timeout=30,
+                          json={"model": "auto", "messages": user(text)})
+    assert response.status_code == 200, response.text
+    tw = response.json()["tierwise"]
+    assert (tw["tier"], tw["task"]) == (1, task)
+    task_response = httpx.post(f"{cluster['isolated']}/v1/tasks/sentiment", json={"text": text}, timeout=30)
+    assert task_response.status_code == 200
 
 
 def test_tier3_not_configured_is_a_clear_503(cluster):
