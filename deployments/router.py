@@ -1,8 +1,9 @@
-"""Router placement: in the gateway replica (:class:`RouterBatcher`, no handle hop: the CPU default) or
-as its own deployment (:class:`RouterDeployment`, reached through :class:`RouterHandle`: on a GPU node,
-where it asks Ray for the GPU and runs the encoder on CUDA with larger batches).
+"""Router placement: inside the gateway replica (:class:`InProcessRouter`, the CPU default: no handle
+hop) or as its own deployment (:class:`RouterDeployment`, reached through :class:`RouterHandle`: on a
+GPU node it asks Ray for the GPU and batches requests on the CUDA encoder with ``@serve.batch``).
 
-Both batch with ``@serve.batch`` over :meth:`models.router.Router.route_batch`.
+Measured on the 2-core CPU machine (loadtests/bench_latency.py and the figures in the README): a handle
+hop costs 5-8 ms and a ``@serve.batch`` queue ~1.7 ms, against ~4.5 ms for the decision itself.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ from ray import serve
 from models.router import RouteDecision, RouteInput, Router
 
 
-class RouterBatcher:
-    """Gathers concurrent route calls of one replica into one :meth:`Router.route_batch` call."""
+class InProcessRouter:
+    """The router in the calling replica, without a batching queue.
 
-    def __init__(self, router: Router, max_batch_size: int, batch_wait_timeout_s: float):
+    On CPU the encoder runs each text alone (see :meth:`models.encoder.Encoder.encode`), so a queue
+    would add latency and no throughput. The pass runs in a worker thread so the replica keeps serving
+    other requests meanwhile (ONNX Runtime releases the GIL).
+    """
+
+    def __init__(self, router: Router):
         self.router = router
-        self.route.set_max_batch_size(max_batch_size)
-        self.route.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    @serve.batch
-    async def route(self, inputs: list[RouteInput]) -> list[RouteDecision]:
-        """Route one request; Serve gathers concurrent calls into ``inputs``."""
-        # In a thread, so the replica keeps taking requests (the next batch) while the encoder runs.
-        return await asyncio.to_thread(self.router.route_batch, inputs)
+    async def route(self, item: RouteInput) -> RouteDecision:
+        """Route one request."""
+        (decision,) = await asyncio.to_thread(self.router.route_batch, [item])
+        return decision
 
     async def ready(self) -> list[str]:
         """The ONNX Runtime execution providers in use (readiness and diagnostics)."""
@@ -34,19 +37,31 @@ class RouterBatcher:
 
 
 @serve.deployment(name="Router")
-class RouterDeployment(RouterBatcher):
-    """The router as its own deployment, batched per replica."""
+class RouterDeployment:
+    """The router as its own deployment: concurrent calls of a replica share one batched pass."""
 
     def __init__(self, settings, use_gpu: bool = False):
         if use_gpu:
             settings = settings.model_copy(deep=True)
             settings.encoder.device = "cuda"
         batching = settings.router.gpu_batching if use_gpu else settings.router.batching
-        super().__init__(Router.from_settings(settings), batching.max_batch_size, batching.batch_wait_timeout_s)
+        self.router = Router.from_settings(settings)
+        self.route.set_max_batch_size(batching.max_batch_size)
+        self.route.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    @serve.batch
+    async def route(self, inputs: list[RouteInput]) -> list[RouteDecision]:
+        """Route one request; Serve gathers concurrent calls into ``inputs``."""
+        # In a thread, so the replica keeps queueing the next batch while the encoder runs.
+        return await asyncio.to_thread(self.router.route_batch, inputs)
+
+    async def ready(self) -> list[str]:
+        """The ONNX Runtime execution providers in use."""
+        return self.router.encoder.providers
 
 
 class RouterHandle:
-    """The same interface as :class:`RouterBatcher`, one handle hop away."""
+    """The interface of :class:`InProcessRouter`, one handle hop away on :class:`RouterDeployment`."""
 
     def __init__(self, handle):
         self.handle = handle

@@ -1,6 +1,6 @@
-"""Tier-1 placement: in the gateway replica (:class:`Tier1Batcher`, the default: after routing, tier 1
-only runs small heads on the router's embedding, not worth a hop) or as a pool of CPU replicas
-(:class:`Tier1Pool`, reached through :class:`Tier1Handle`), each batching with ``@serve.batch`` over
+"""Tier-1 placement: inside the gateway replica (:class:`InProcessTier1`, the default: after routing,
+tier 1 only runs small heads on the router's embedding, far cheaper than a hop) or as a pool of CPU
+replicas (:class:`Tier1Pool`, reached through :class:`Tier1Handle`) batching with ``@serve.batch`` over
 :meth:`models.tier1.Tier1Models.answer_batch`.
 """
 
@@ -13,13 +13,34 @@ from ray import serve
 from models.tier1 import Tier1Answer, Tier1Models, Tier1Request
 
 
-class Tier1Batcher:
-    """Gathers concurrent tier-1 calls of one replica into one :meth:`Tier1Models.answer_batch` call."""
+class InProcessTier1:
+    """Tier 1 in the calling replica."""
 
-    def __init__(self, models: Tier1Models, max_batch_size: int, batch_wait_timeout_s: float):
+    def __init__(self, models: Tier1Models):
         self.models = models
-        self.answer.set_max_batch_size(max_batch_size)
-        self.answer.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    async def answer(self, request: Tier1Request) -> Tier1Answer:
+        """Answer one request; one that still needs an encoder pass runs it in a worker thread."""
+        if request.needs_encoding:
+            (answer,) = await asyncio.to_thread(self.models.answer_batch, [request])
+        else:
+            (answer,) = self.models.answer_batch([request])
+        return answer
+
+    async def ready(self) -> bool:
+        """The models are loaded."""
+        return True
+
+
+@serve.deployment(name="Tier1Pool")
+class Tier1Pool:
+    """Sentiment, intent, entities, FAQ and rules on CPU replicas."""
+
+    def __init__(self, settings):
+        batching = settings.tier1.batching
+        self.models = Tier1Models.from_settings(settings)
+        self.answer.set_max_batch_size(batching.max_batch_size)
+        self.answer.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     @serve.batch
     async def answer(self, requests: list[Tier1Request]) -> list[Tier1Answer]:
@@ -31,17 +52,8 @@ class Tier1Batcher:
         return True
 
 
-@serve.deployment(name="Tier1Pool")
-class Tier1Pool(Tier1Batcher):
-    """Sentiment, intent, entities, FAQ and rules on CPU replicas."""
-
-    def __init__(self, settings):
-        batching = settings.tier1.batching
-        super().__init__(Tier1Models.from_settings(settings), batching.max_batch_size, batching.batch_wait_timeout_s)
-
-
 class Tier1Handle:
-    """The same interface as :class:`Tier1Batcher`, one handle hop away."""
+    """The interface of :class:`InProcessTier1`, one handle hop away on :class:`Tier1Pool`."""
 
     def __init__(self, handle):
         self.handle = handle

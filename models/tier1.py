@@ -29,6 +29,13 @@ class Tier1Request:
     embedding: np.ndarray | None = None
     entities: list[Entity] | None = None
 
+    @property
+    def needs_encoding(self) -> bool:
+        """Whether answering takes an encoder pass (the router's features are missing)."""
+        if self.task == "rule":
+            return False
+        return self.embedding is None or (self.task == "entities" and self.entities is None)
+
 
 @dataclass
 class Tier1Answer:
@@ -74,8 +81,7 @@ class Tier1Models:
         for r in requests:
             if r.task not in TIER1_TASKS:
                 raise ValueError(f"tier 1 has no task {r.task!r}; it answers {', '.join(TIER1_TASKS)}")
-        todo = [i for i, r in enumerate(requests)
-                if r.task != "rule" and (r.embedding is None or (r.task == "entities" and r.entities is None))]
+        todo = [i for i, r in enumerate(requests) if r.needs_encoding]
         if todo:
             encoded = self.encoder.encode([requests[i].text for i in todo])
             for k, i in enumerate(todo):

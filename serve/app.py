@@ -12,8 +12,8 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from deployments.router import RouterBatcher, RouterDeployment, RouterHandle
-from deployments.tier1 import Tier1Batcher, Tier1Handle, Tier1Pool
+from deployments.router import InProcessRouter, RouterDeployment, RouterHandle
+from deployments.tier1 import InProcessTier1, Tier1Handle, Tier1Pool
 from deployments.tier3 import Tier3Forwarder
 from serve.api import app as fastapi_app
 from models.router import Router
@@ -43,16 +43,10 @@ class Gateway:
         if unconfigured:
             log.warning("tier 3 is not configured: %s", unconfigured)
         router_model = Router.from_settings(settings) if router is None else None
-        if router_model is not None:
-            b = settings.router.batching
-            router = RouterBatcher(router_model, b.max_batch_size, b.batch_wait_timeout_s)
-        else:
-            router = RouterHandle(router)
+        router = InProcessRouter(router_model) if router_model else RouterHandle(router)
         if tier1 is None:
-            b = settings.tier1.batching
             # Sharing the router's encoder: one model in memory, and one pass per request.
-            models = Tier1Models.from_settings(settings, encoder=router_model.encoder if router_model else None)
-            tier1 = Tier1Batcher(models, b.max_batch_size, b.batch_wait_timeout_s)
+            tier1 = InProcessTier1(Tier1Models.from_settings(settings, router_model.encoder if router_model else None))
         else:
             tier1 = Tier1Handle(tier1)
         bind_service(ChatService(settings, router, tier1, tier3, unconfigured, store,
