@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -48,13 +49,42 @@ def serve(config: Optional[Path] = ConfigOption,
     ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False)
     ray_serve.start(http_options={"host": host or settings.http.host, "port": port or settings.http.port})
     ray_serve.run(build_app(settings), name="tierwise", route_prefix="/")
-    console.print(f"Tierwise is serving on http://{host or settings.http.host}:{port or settings.http.port} "
-                  "(Ctrl-C stops it)")
+    url = f"http://{host or settings.http.host}:{port or settings.http.port}"
+    _report_readiness(url)
+    console.print(f"Tierwise is serving on {url} (Ctrl-C stops it)")
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
+        # Serve's proxy (HAProxy) is a separate process: shut down cleanly or it keeps the port.
         ray_serve.shutdown()
+        ray.shutdown()
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _report_readiness(url: str) -> None:
+    """Say, on the console, which store the gateway uses and whether tier 3 can answer.
+
+    Serve's replicas log to files (throughput mode), so the operator would not see it otherwise.
+    """
+    import httpx
+
+    ready = httpx.get(f"{url}/readyz", timeout=30).json()
+    store = ready.get("store_backend")
+    if store == "memory":
+        console.print("[yellow]conversation store: in-process memory (Redis did not answer): history is not "
+                      "shared between replicas and is lost on restart; set TIERWISE_STORE__URL[/yellow]")
+    else:
+        console.print(f"conversation store: {store}")
+    if not ready.get("tier3_configured"):
+        console.print("[yellow]tier 3: no provider configured; tier-3 requests get a 503 saying how to add "
+                      "one (tier3.providers in configs/tierwise.yaml)[/yellow]")
 
 
 @cli.command()
