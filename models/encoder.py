@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from models.encoder_export import EMBED_DIM, INT8_NAME
+from models.encoder_export import INT8_NAME
 
 
 @dataclass(frozen=True)

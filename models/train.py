@@ -17,7 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from models import datasets as ds
-from models.encoder import EMBED_DIM, Encoder
+from models.encoder import Encoder
+from models.encoder_export import EMBED_DIM
 from models.entities import EntityTagger, word_features
 from models.heads import HEADS_DIR, LinearHead
 from models.router import ENTITY_FEATURES, task_features

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -230,7 +229,6 @@ class ChatService:
             tier1_answer = await self.tier1.answer(self._tier1_request(decision, turn))
             # A client that pinned the tier-1 model gets tier 1's best answer, never a dearer tier.
             if tier1_answer.escalate and self.forced_tier(request.model) is None:
-                metrics.ESCALATIONS.labels("1", "3").inc()
                 choice = escalate(choice, self.available, f"tier 1 unsure: {tier1_answer.reason}")
         info = self._info(decision, choice, self.model_of(choice.tier), turn)
         headers = {"X-Tierwise-Tier": str(choice.tier), "X-Tierwise-Model": info.model}
