@@ -50,6 +50,11 @@ class FaqIndex:
         self._owner = np.array([i for i, e in enumerate(entries) for _ in e.phrasings])
         self._matrix = embed([p for e in entries for p in e.phrasings])
 
+    @classmethod
+    def from_file(cls, path: Path, encoder) -> "FaqIndex":
+        """Load a FAQ file and embed its phrasings with ``encoder`` (the shared :class:`Encoder`)."""
+        return cls(load_faq(path), lambda texts: encoder.encode(texts).pooled)
+
     def best(self, embeddings: np.ndarray) -> list[FaqMatch]:
         """Best entry for each query embedding (rows L2-normalised)."""
         sims = embeddings @ self._matrix.T

@@ -14,7 +14,7 @@ import numpy as np
 
 from models.encoder import Encoder
 from models.entities import PII_TYPES, Entity, EntityTagger
-from models.faq import FaqIndex, load_faq
+from models.faq import FaqIndex
 from models.heads import LinearHead
 from models.rules import RuleEngine
 
@@ -100,7 +100,7 @@ class Router:
             LinearHead.load(heads / "task.npz"),
             LinearHead.load(heads / "intent.npz"),
             EntityTagger(LinearHead.load(heads / "entities.npz")),
-            FaqIndex(load_faq(settings.tier1.faq_path), lambda texts: encoder.encode(texts).pooled),
+            FaqIndex.from_file(settings.tier1.faq_path, encoder),
             RuleEngine(settings.tier1.rules),
             RouterThresholds(settings.router.tier1_min_confidence, settings.router.context_weight,
                              settings.tier1.faq_min_score, settings.tier1.min_confidence["intent"]),

@@ -13,7 +13,7 @@ import numpy as np
 
 from models.encoder import Encoder
 from models.entities import Entity, EntityTagger
-from models.faq import FaqIndex, load_faq
+from models.faq import FaqIndex
 from models.heads import LinearHead
 from models.rules import RuleEngine
 
@@ -70,7 +70,7 @@ class Tier1Models:
             LinearHead.load(heads / "sentiment.npz"),
             LinearHead.load(heads / "intent.npz"),
             EntityTagger(LinearHead.load(heads / "entities.npz")),
-            FaqIndex(load_faq(settings.tier1.faq_path), lambda texts: encoder.encode(texts).pooled),
+            FaqIndex.from_file(settings.tier1.faq_path, encoder),
             RuleEngine(settings.tier1.rules),
             dict(settings.tier1.min_confidence),
             settings.tier1.faq_min_score,
