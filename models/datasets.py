@@ -59,14 +59,6 @@ def clinc150(split: str) -> list[tuple[str, str]]:
     return [(t, i) for t, i in data[split] + data[f"oos_{split}"]]
 
 
-def snips(split: str) -> list[tuple[str, str]]:
-    """SNIPS utterances as ``(text, intent)``."""
-    folder = datasets_dir() / "snips"
-    texts = (folder / f"{split}.seq.in").read_text().splitlines()
-    labels = (folder / f"{split}.label").read_text().splitlines()
-    return list(zip(texts, labels))
-
-
 SNIPS_NAME_SLOTS = frozenset({
     "album", "artist", "city", "country", "state", "entity_name", "geographic_poi", "location_name",
     "movie_name", "object_name", "playlist", "restaurant_name", "service", "track", "poi",
@@ -154,16 +146,6 @@ def covid_jhu_queries() -> list[tuple[str, str]]:
     """JHU COVID user queries as ``(query, answer)``; answer identity is the FAQ class."""
     rows = json.loads((datasets_dir() / "covid_faq_jhu" / "query_answer_pairs.json").read_text())
     return [(r["question"].strip(), r["answer"]) for r in rows if r["query_type"] == "user_query"]
-
-
-def stackfaq() -> tuple[list[dict], list[tuple[str, str]]]:
-    """StackFAQ threads (faq_id, question, answer) and user paraphrases ``(query, faq_id)``."""
-    folder = datasets_dir() / "stackfaq"
-    with open(folder / "stackfaq_faqs.csv", newline="") as f:
-        faqs = list(csv.DictReader(f))
-    with open(folder / "stackfaq_queries.csv", newline="") as f:
-        queries = [(r["query"], r["faq_id"]) for r in csv.DictReader(f)]
-    return faqs, queries
 
 
 def _jsonl(path: Path) -> list[dict]:
