@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from models.encoder_export import INT8_NAME
+from models.encoder_export import FUSED_NAME, INT8_NAME
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def pick_providers(device: str) -> list[str]:
 
 
 class Encoder:
-    """Tokenizer plus the int8 ONNX MiniLM.
+    """Tokenizer plus the ONNX MiniLM: int8 on CPU, fp32 (fused) on CUDA.
 
     Args:
         model_dir: folder written by :func:`models.encoder_export.export_encoder`.
@@ -67,7 +67,9 @@ class Encoder:
     """
 
     def __init__(self, model_dir: Path, max_tokens: int = 128, threads: int = 1, device: str = "auto"):
-        model_path = Path(model_dir) / INT8_NAME
+        self.providers = pick_providers(device)
+        on_cpu = self.providers[0] == "CPUExecutionProvider"
+        model_path = Path(model_dir) / (INT8_NAME if on_cpu else FUSED_NAME)
         if not model_path.exists():
             raise FileNotFoundError(
                 f"encoder artefact {model_path} is missing: run `make setup` (or `tierwise export-encoder`)"
@@ -79,9 +81,8 @@ class Encoder:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.providers = pick_providers(device)
         self.session = ort.InferenceSession(str(model_path), opts, providers=self.providers)
-        self.batched = self.providers[0] != "CPUExecutionProvider"
+        self.batched = not on_cpu
 
     def count_tokens(self, text: str) -> int:
         """Number of word pieces in ``text``, untruncated, without special tokens."""

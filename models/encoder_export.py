@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 FP32_NAME = "encoder.fp32.onnx"
+FUSED_NAME = "encoder.fused.onnx"
 INT8_NAME = "encoder.int8.onnx"
 EMBED_DIM = 384
 
@@ -22,7 +23,8 @@ def packaged_model_dir() -> Path:
 
 
 def export_encoder(out_dir: Path, force: bool = False) -> Path:
-    """Write ``encoder.int8.onnx`` (and the tokenizer files) to ``out_dir``; return the int8 path.
+    """Write ``encoder.int8.onnx`` (CPU), ``encoder.fused.onnx`` (fp32, for CUDA, where ONNX Runtime
+    has no kernels for dynamic int8) and the tokenizer files to ``out_dir``; return the int8 path.
 
     Idempotent: an existing artefact is kept unless ``force``.
     """
@@ -72,8 +74,9 @@ def export_encoder(out_dir: Path, force: bool = False) -> Path:
     # Fusing attention and layer norm first saves ~10% per query; per-channel scales keep the int8
     # embedding within cosine ~0.97-0.99 of fp32 (per-tensor scales drop to ~0.88 on short texts).
     fused = optimize_model(str(fp32_path), model_type="bert", num_heads=12, hidden_size=EMBED_DIM)
-    fused_path = out_dir / "encoder.fused.onnx"
+    fused_path = out_dir / FUSED_NAME
     fused.save_model_to_file(str(fused_path))
+    fp32_path.unlink()
     tmp = out_dir / (INT8_NAME + ".tmp")
     quantize_dynamic(
         str(fused_path),
