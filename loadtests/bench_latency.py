@@ -118,6 +118,8 @@ def bench_http(settings, n: int, concurrency: int, duration_s: float) -> dict:
 
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
     port = free_port()
     settings = settings.model_copy(deep=True)
     settings.store.backend = "memory"

@@ -59,7 +59,10 @@ def serve(config: Optional[Path] = ConfigOption,
     except KeyboardInterrupt:
         pass
     finally:
-        # Serve's proxy (HAProxy) is a separate process: shut down cleanly or it keeps the port.
+        # Serve's proxy (HAProxy) is a separate process: a second signal cutting the shutdown short
+        # would leave it holding the port.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         ray_serve.shutdown()
         ray.shutdown()
 

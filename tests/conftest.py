@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The proxy `tierwise serve` uses; set before anything imports ray.serve, which reads them at import.
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+# HAProxy's stats and metrics pages default to fixed ports (8404, 9101), where a running `make serve`
+# would clash.
+for _name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+    with socket.socket() as _s:
+        _s.bind(("127.0.0.1", 0))
+        os.environ.setdefault(_name, str(_s.getsockname()[1]))
 
 from models.router import Router  # noqa: E402
 from models.tier1 import Tier1Models  # noqa: E402

@@ -74,8 +74,6 @@ def private_redis():
 @pytest.fixture(scope="session")
 def cluster(settings, provider, private_redis):
     """Start Ray and Serve, deploy both applications; yield their base URLs and the key prefix."""
-    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     import ray
     from ray import serve
 
