@@ -187,7 +187,7 @@ def write_markdown(data: dict, path: Path) -> None:
         f"| router decision, one query, one core (int8 ONNX) | {s['p50_ms']} | {s['p99_ms']} | |",
     ]
     for size, b in r["batched_one_core"].items():
-        lines.append(f"| router, batch of {size}, one core | {b['batch_ms']} (per batch) | | "
+        lines.append(f"| router, {size} queries in one call, one core | {b['batch_ms']} (per call) | | "
                      f"{b['queries_per_s']} queries/s |")
     lines += [
         f"| tier-1 work in-process (route + answer, no Ray, no HTTP) | {d['p50_ms']} | {d['p99_ms']} | |",
