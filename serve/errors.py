@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TypeVar
 
 from fastapi import Request
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from serve.protocol import ErrorDetail, ErrorResponse, TierwiseInfo
 
 M = TypeVar("M", bound=BaseModel)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class ApiError(Exception):
@@ -57,10 +59,19 @@ async def read_json(request: Request, max_bytes: int) -> object:
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"request body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8") from exc
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                        code="invalid_json") from exc
+    # JSON may spell a lone UTF-16 surrogate as an escape; such a string cannot be stored or echoed
+    # as UTF-8 later, so it is refused here. Only bodies that contain a surrogate escape pay for the check.
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ApiError(400, "request body contains an unpaired UTF-16 surrogate escape, which is not "
+                                "valid Unicode", code="invalid_unicode") from exc
+    return data
 
 
 def parse_body(model: type[M], data: object) -> M:

@@ -152,6 +152,15 @@ def test_provider_timeout_gives_502_with_decision(client, provider):
     assert body["type"] == "upstream_error" and body["tierwise"]["tier"] == 3
 
 
+def test_provider_failing_before_the_stream_starts_is_an_http_error(client, provider):
+    provider.fail_next(500, times=2)  # the first attempt and its one retry
+    with pytest.raises(openai.APIStatusError) as err:
+        list(client.chat.completions.create(model="auto", stream=True,
+                                            messages=user("Compare these two business strategies.")))
+    assert err.value.status_code == 502
+    assert err.value.response.json()["error"]["tierwise"]["task"] == "reasoning"
+
+
 def test_forced_model(client):
     completion = client.chat.completions.create(model="tierwise-tier1", messages=user("I loved every minute."))
     tw = completion.model_extra["tierwise"]
@@ -191,6 +200,8 @@ BAD_INPUTS = [
     ("malformed JSON", b'{"model": "auto", "messages": [', {}, 400, "invalid_json"),
     ("invalid UTF-8", b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe"}]}', {}, 400,
      "invalid_utf8"),
+    ("lone surrogate escape", b'{"model": "auto", "messages": [{"role": "user", "content": "hi \\ud800"}]}', {},
+     400, "invalid_unicode"),
     ("not an object", b'[1, 2]', {}, 400, "invalid_type"),
     ("missing messages", json.dumps({"model": "auto"}).encode(), {}, 400, "invalid_value"),
     ("empty messages", json.dumps({"model": "auto", "messages": []}).encode(), {}, 400, "invalid_value"),
