@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from serve import metrics
 from serve.protocol import ErrorDetail, ErrorResponse, TierwiseInfo
 
 M = TypeVar("M", bound=BaseModel)
@@ -33,7 +34,8 @@ class ApiError(Exception):
 
 
 async def api_error_handler(_: Request, exc: ApiError) -> JSONResponse:
-    """Render an :class:`ApiError`."""
+    """Render an :class:`ApiError` and count it."""
+    metrics.ERRORS.labels(str(exc.status), exc.code or exc.type).inc()
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 

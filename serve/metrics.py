@@ -13,3 +13,5 @@ LATENCY = Histogram("tierwise_request_seconds", "Gateway latency until the answe
 COST = Counter("tierwise_cost_usd_total", "What answers cost, by tier and model", ["tier", "model"])
 BASELINE_COST = Counter("tierwise_baseline_cost_usd_total",
                         "What the same answers would have cost on the reference frontier model", ["tier"])
+ERRORS = Counter("tierwise_errors_total", "Requests refused or failed, by HTTP status and error code",
+                 ["status", "code"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,8 +40,6 @@ from serve.protocol import (
 )
 from serve.settings import Settings
 from serve.store import ConversationStore, StoreUnavailable
-
-log = logging.getLogger(__name__)
 
 ROUTER_ALIASES = ("auto", "tierwise-auto")
 TASK_ENDPOINTS = ("sentiment", "entities", "faq", "intent")

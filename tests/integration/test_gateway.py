@@ -194,6 +194,8 @@ def test_health_readiness_metrics(http):
     text = http.get("/metrics").text
     assert 'tierwise_requests_total{endpoint="chat",status="200",task="sentiment",tier="1"}' in text
     assert "tierwise_baseline_cost_usd_total" in text
+    http.post("/v1/chat/completions", json={"model": "gpt-17", "messages": user("hi")})
+    assert 'tierwise_errors_total{code="model_not_found",status="404"}' in http.get("/metrics").text
 
 
 BAD_INPUTS = [
