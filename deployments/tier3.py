@@ -154,8 +154,8 @@ class Tier3Client:
         for provider in self._providers:
             await provider.client.close()
 
-    async def complete(self, messages: list[dict], params: dict) -> Completion:
-        """Answer `messages` with the first provider that succeeds.
+    async def complete(self, messages: list[dict], params: dict, prefer: str | None = None) -> Completion:
+        """Answer `messages` with the first provider that succeeds (the one serving model `prefer` first).
 
         Raises Tier3NotConfigured when no provider is usable and Tier3Unavailable when every provider failed,
         was skipped by its breaker, or rejected the request itself (4xx, without failover).
@@ -163,7 +163,7 @@ class Tier3Client:
         extra = _extra_body(params)
         errors: list[str] = []
         last: tuple[openai.APIError, str] | None = None
-        for provider in self._candidates():
+        for provider in self._candidates(prefer):
             try:
                 response = await provider.client.chat.completions.create(
                     model=provider.spec.model, messages=messages, extra_body=extra
@@ -185,7 +185,7 @@ class Tier3Client:
             )
         raise self._exhausted(errors, last)
 
-    async def stream(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
+    async def stream(self, messages: list[dict], params: dict, prefer: str | None = None) -> AsyncIterator[dict]:
         """Stream the answer as `{"delta": str}` dicts, then one `{"done": True, ...}` summary.
 
         Fails over like `complete`, but only until the first delta is out: after that the client has part of
@@ -195,7 +195,7 @@ class Tier3Client:
         extra = _extra_body(params)
         errors: list[str] = []
         last: tuple[openai.APIError, str] | None = None
-        for provider in self._candidates():
+        for provider in self._candidates(prefer):
             name = provider.spec.name
             started = False
             model, finish_reason, usage = provider.spec.model, None, None
@@ -239,12 +239,13 @@ class Tier3Client:
             return
         raise self._exhausted(errors, last)
 
-    def _candidates(self) -> Iterator[_Provider]:
-        """Yield providers in order, lazily, so a half-open breaker's trial is only spent when reached."""
+    def _candidates(self, prefer: str | None = None) -> Iterator[_Provider]:
+        """Yield providers in order (those serving model `prefer` first, for a client that named it),
+        lazily, so a half-open breaker's trial is only spent when reached."""
         reason = self.unconfigured_reason()
         if reason:
             raise Tier3NotConfigured(reason)
-        for provider in self._providers:
+        for provider in sorted(self._providers, key=lambda p: p.spec.model != prefer):
             if provider.breaker.allow():
                 yield provider
 
@@ -294,11 +295,11 @@ class Tier3Forwarder:
         """See Tier3Client.unconfigured_reason."""
         return self._client.unconfigured_reason()
 
-    async def complete(self, messages: list[dict], params: dict) -> Completion:
+    async def complete(self, messages: list[dict], params: dict, prefer: str | None = None) -> Completion:
         """See Tier3Client.complete."""
-        return await self._client.complete(messages, params)
+        return await self._client.complete(messages, params, prefer)
 
-    async def stream(self, messages: list[dict], params: dict) -> AsyncIterator[dict]:
+    async def stream(self, messages: list[dict], params: dict, prefer: str | None = None) -> AsyncIterator[dict]:
         """See Tier3Client.stream; call through `handle.options(stream=True)`."""
-        async for item in self._client.stream(messages, params):
+        async for item in self._client.stream(messages, params, prefer):
             yield item

@@ -134,7 +134,7 @@ class ChatService:
                        code="model_not_found")
 
     def model_of(self, tier: int) -> str:
-        """The model a tier answers with (the first provider's for tier 3)."""
+        """The model a tier answers with (the first provider's for tier 3, until the provider says)."""
         if tier == 1:
             return self.tier1_model
         return self.tier3_models[0] if self.tier3_models else "unconfigured"
@@ -237,12 +237,16 @@ class ChatService:
         if self.tier3_unconfigured:
             raise ApiError(503, self.tier3_unconfigured, "service_unavailable", code="tier3_not_configured",
                            tierwise=info)
+        # A client that named a tier-3 model gets the provider serving it first.
+        pinned = request.model if self.forced_tier(request.model) == 3 else None
         if request.stream:
-            stream = self.tier3.options(stream=True).stream.remote(turn.messages, request.generation_params())
+            stream = self.tier3.options(stream=True).stream.remote(turn.messages, request.generation_params(),
+                                                                  pinned)
             first = await self._first_or_error(stream, info)
             return self._stream_response(turn, info, headers, started, self._tier3_pieces(first, stream, turn))
         try:
-            completion: Completion = await self.tier3.complete.remote(turn.messages, request.generation_params())
+            completion: Completion = await self.tier3.complete.remote(turn.messages, request.generation_params(),
+                                                                      pinned)
         except Tier3Unavailable as exc:
             raise self._upstream_error(exc, info) from exc
         answer = Answer(completion.content, completion.model or info.model,

@@ -216,3 +216,16 @@ async def test_all_breakers_open_raises_unavailable_without_calling_anyone(serve
     with pytest.raises(Tier3Unavailable, match="circuit-open"):
         await client.complete(MESSAGES, {})
     assert len(a.requests) == 1
+
+
+
+@pytest.mark.asyncio
+async def test_named_model_goes_to_its_provider_first(servers, make_client):
+    a, b = servers
+    client = make_client(spec(a, "a"), spec(b, "b"))
+
+    pinned = await client.complete(MESSAGES, {}, prefer="model-b")
+    default = await client.complete(MESSAGES, {})
+
+    assert (pinned.provider, default.provider) == ("b", "a")
+    assert len(a.requests) == 1 and len(b.requests) == 1

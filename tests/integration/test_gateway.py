@@ -165,6 +165,9 @@ def test_forced_model(client):
     completion = client.chat.completions.create(model="tierwise-tier1", messages=user("I loved every minute."))
     tw = completion.model_extra["tierwise"]
     assert tw["tier"] == 1 and "client" in tw["reason"]
+    frontier = client.chat.completions.create(model="fake-frontier", messages=user("Product is great!"))
+    tw = frontier.model_extra["tierwise"]
+    assert (tw["tier"], tw["model"]) == (3, "fake-frontier") and "client" in tw["reason"]
 
 
 def test_models_endpoint(client):
