@@ -18,10 +18,9 @@ from sklearn.model_selection import train_test_split
 
 from models import datasets as ds
 from models.encoder import Encoder
-from models.encoder_export import EMBED_DIM
 from models.entities import EntityTagger, word_features
 from models.heads import HEADS_DIR, LinearHead
-from models.router import ENTITY_FEATURES, task_features
+from models.router import task_features
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +35,24 @@ ACCEPTANCE_EXAMPLES = (
 )
 
 
-def embed(encoder: Encoder, texts: list[str], batch: int = 64) -> np.ndarray:
-    """Pooled embeddings of many texts, batched by length so padding stays small."""
+def featurise(encoder: Encoder, texts: list[str], rows, batch: int = 64) -> np.ndarray:
+    """``rows(encoded, chunk)`` for every chunk of ``texts``, stacked in input order.
+
+    Chunks are grouped by length so that padding stays small where the encoder pads (CUDA).
+    """
     order = np.argsort([len(t) for t in texts])
-    out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+    parts = []
     for i in range(0, len(texts), batch):
-        idx = order[i : i + batch]
-        out[idx] = encoder.encode([texts[j] for j in idx]).pooled
+        chunk = [texts[j] for j in order[i : i + batch]]
+        parts.append(rows(encoder.encode(chunk), chunk))
+    out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+    out[order] = np.vstack(parts)
     return out
+
+
+def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """Pooled embeddings of many texts."""
+    return featurise(encoder, texts, lambda encoded, _: encoded.pooled)
 
 
 def task_dataset(seed: int = 0) -> list[tuple[str, str]]:
@@ -83,17 +92,15 @@ def fit(x: np.ndarray, y: list[str], c: float = 4.0) -> LogisticRegression:
     return LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(x, y)
 
 
-def router_features(encoder: Encoder, tagger: EntityTagger, texts: list[str], batch: int = 64) -> np.ndarray:
-    """The router's task-head input for many texts, batched by length."""
-    order = np.argsort([len(t) for t in texts])
-    out = np.zeros((len(texts), EMBED_DIM + len(ENTITY_FEATURES)), dtype=np.float32)
-    for i in range(0, len(texts), batch):
-        idx = order[i : i + batch]
-        chunk = [texts[j] for j in idx]
-        enc = encoder.encode(chunk)
-        ents = [tagger.extract(t, enc.tokens[k], enc.offsets[k], enc.word_ids[k]) for k, t in enumerate(chunk)]
-        out[idx] = task_features(enc.pooled, chunk, ents)
-    return out
+def router_features(encoder: Encoder, tagger: EntityTagger, texts: list[str]) -> np.ndarray:
+    """The router's task-head input for many texts."""
+
+    def rows(encoded, chunk: list[str]) -> np.ndarray:
+        ents = [tagger.extract(t, encoded.tokens[k], encoded.offsets[k], encoded.word_ids[k])
+                for k, t in enumerate(chunk)]
+        return task_features(encoded.pooled, chunk, ents)
+
+    return featurise(encoder, texts, rows)
 
 
 def train_task_head(encoder: Encoder, tagger: EntityTagger) -> tuple[LinearHead, dict]:

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -58,8 +59,9 @@ class Turn:
     conversation_id: str | None
     history: list[dict]
     new_messages: list[dict]
+    forced_tier: int | None
 
-    @property
+    @cached_property
     def messages(self) -> list[dict]:
         """What a generating tier reads: the stored history then the new messages, metadata stripped."""
         return [{"role": m["role"], "content": m["content"]} for m in self.history + self.new_messages]
@@ -72,6 +74,7 @@ class Turn:
                 return m["tierwise"].get("tier")
         return None
 
+    @cached_property
     def route_input(self) -> RouteInput:
         """The newest user message, and everything before it as context."""
         msgs = self.messages
@@ -155,7 +158,7 @@ class ChatService:
                                     f"{limits.max_message_chars}", param=f"messages.{i}.content",
                                code="message_too_large")
             new.append({"role": m.role, "content": text})
-        self.forced_tier(request.model)
+        forced = self.forced_tier(request.model)
         history = await self._load(conversation_id) if conversation_id is not None else []
         plain = [{"role": m["role"], "content": m["content"]} for m in history]
         if history and new[: len(plain)] == plain:
@@ -164,7 +167,7 @@ class ChatService:
             if not any(m["role"] == "user" for m in new):
                 raise ApiError(400, "messages: no new user message after the stored conversation",
                                param="messages", code="invalid_value")
-        return Turn(request, conversation_id, history, new)
+        return Turn(request, conversation_id, history, new, forced)
 
     async def _load(self, conversation_id: str) -> list[dict]:
         try:
@@ -192,9 +195,9 @@ class ChatService:
 
     async def decide(self, turn: Turn) -> tuple[RouteDecision, TierChoice]:
         """The router's proposal and the tier the policy picks (a deployed one)."""
-        decision: RouteDecision = await self.router.route(turn.route_input())
+        decision: RouteDecision = await self.router.route(turn.route_input)
         choice = choose_tier(decision.tier, decision.confidence, decision.reason,
-                             previous_tier=turn.previous_tier, forced_tier=self.forced_tier(turn.request.model),
+                             previous_tier=turn.previous_tier, forced_tier=turn.forced_tier,
                              sticky_max_confidence=self.settings.router.sticky_max_confidence)
         resolved = resolve_available(choice, self.available)
         if resolved is None:
@@ -225,7 +228,7 @@ class ChatService:
         if choice.tier == 1:
             tier1_answer = await self.tier1.answer(self._tier1_request(decision, turn))
             # A client that pinned the tier-1 model gets tier 1's best answer, never a dearer tier.
-            if tier1_answer.escalate and self.forced_tier(request.model) is None:
+            if tier1_answer.escalate and turn.forced_tier is None:
                 choice = escalate(choice, self.available, f"tier 1 unsure: {tier1_answer.reason}")
         info = self._info(decision, choice, self.model_of(choice.tier), turn)
         headers = {"X-Tierwise-Tier": str(choice.tier), "X-Tierwise-Model": info.model}
@@ -238,7 +241,7 @@ class ChatService:
             raise ApiError(503, self.tier3_unconfigured, "service_unavailable", code="tier3_not_configured",
                            tierwise=info)
         # A client that named a tier-3 model gets the provider serving it first.
-        pinned = request.model if self.forced_tier(request.model) == 3 else None
+        pinned = request.model if turn.forced_tier == 3 else None
         if request.stream:
             stream = self.tier3.options(stream=True).stream.remote(turn.messages, request.generation_params(),
                                                                   pinned)
@@ -260,7 +263,7 @@ class ChatService:
         if task not in TIER1_TASKS:
             # A client that forced the tier-1 model on a generative request gets the likeliest tier-1 task.
             task = max(TASK_ENDPOINTS, key=lambda t: decision.scores.get(t, 0.0))
-        return Tier1Request(task, turn.route_input().text, decision.embedding, decision.entities)
+        return Tier1Request(task, turn.route_input.text, decision.embedding, decision.entities)
 
     def _tier1_to_answer(self, ans: Tier1Answer, turn: Turn) -> Answer:
         return Answer(ans.reply, self.tier1_model, ans.input_tokens, self.count(ans.reply),
