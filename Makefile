@@ -6,7 +6,7 @@ ENCODER := models/artifacts/encoder/encoder.int8.onnx
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup serve test test-slow bench train clean
+.PHONY: setup serve test test-slow bench train eval-tier1 clean
 
 setup: $(VENV)/.installed $(ENCODER)
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[build,dev]'
 	touch $@
 
-$(ENCODER): $(VENV)/.installed models/encoder_export.py
+$(ENCODER): $(VENV)/.installed models/encoder_export.py models/quantize.py models/multitask.py models/heads/encoder.safetensors
 	$(VENV)/bin/tierwise export-encoder --force
 
 serve: setup
@@ -35,6 +35,9 @@ bench: setup
 
 train: setup
 	$(VENV)/bin/tierwise train
+
+eval-tier1: setup
+	$(VENV)/bin/tierwise eval tier1 --out models/reports/tier1
 
 clean:
 	rm -rf $(VENV) models/artifacts

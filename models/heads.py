@@ -1,4 +1,4 @@
-"""Linear heads on the shared embedding, stored as small ``.npz`` files (weights, bias, labels)."""
+"""Linear heads on the shared encoder's states, stored as small ``.npz`` files (weights, bias, labels)."""
 
 from __future__ import annotations
 
@@ -26,16 +26,6 @@ class LinearHead:
     labels: tuple[str, ...]
 
     @classmethod
-    def from_sklearn(cls, clf, labels: list[str] | None = None) -> "LinearHead":
-        """Convert a fitted ``LogisticRegression``; a binary model becomes two softmax columns."""
-        coef, intercept = clf.coef_, clf.intercept_
-        if coef.shape[0] == 1:
-            coef = np.vstack([np.zeros_like(coef), coef])
-            intercept = np.concatenate([[0.0], intercept])
-        names = labels if labels is not None else [str(c) for c in clf.classes_]
-        return cls(coef.T.astype(np.float32), intercept.astype(np.float32), tuple(names))
-
-    @classmethod
     def load(cls, path: Path) -> "LinearHead":
         """Read a head written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:
@@ -45,6 +35,10 @@ class LinearHead:
         """Write the head as a compressed ``.npz``."""
         np.savez_compressed(path, weight=self.weight, bias=self.bias, labels=np.array(self.labels))
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores for a ``[batch, dim]`` array."""
+        return x @ self.weight + self.bias
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for a ``[batch, dim]`` array."""
-        return softmax(x @ self.weight + self.bias)
+        return softmax(self.logits(x))

@@ -1,8 +1,11 @@
-"""The learned router: one encoder pass per request gives the task, the proposed tier, a confidence, the
-reason, the scores behind it, a PII flag and the embedding that tier 1 reuses.
+"""The learned router: one encoder pass per request gives the task asked, the proposed tier, a calibrated
+confidence, the reason, the scores behind it, the request as read (payload, labels, entity types), a PII
+flag, and the states tier 1 answers from.
 
-Plain Python, no Ray: ``deployments/router.py`` wraps :meth:`Router.route_batch` in ``@serve.batch`` and
-``tierwise route`` calls it in-process.
+Tier 1 gets a request only when it asks for a tier-1 task (sentiment, classification into labels it
+names, entity extraction, intent classification), matches a FAQ entry or a rule, or matches an intent that
+has a configured response; an intent label is never the answer to a question. Plain Python, no Ray:
+``deployments/router.py`` wraps :meth:`Router.route_batch` and ``tierwise route`` calls it in-process.
 """
 
 from __future__ import annotations
@@ -12,38 +15,32 @@ from pathlib import Path
 
 import numpy as np
 
+from models.calibration import Calibration
 from models.encoder import Encoder
-from models.entities import PII_TYPES, Entity, EntityTagger
-from models.faq import FaqIndex
-from models.heads import LinearHead
+from models.entities import PII_TYPES, Entity, EntityTagger, pattern_entities
+from models.faq import FaqIndex, FaqMatch
+from models.labels import TASKS, sentiment_label_map
+from models.reader import Reading, RequestReader
+from models.request import ParsedRequest
 from models.rules import RuleEngine
+from models.tier1 import RequestPass, load_heads
 
-ENTITY_FEATURES = ("named_entities", "pattern_entities", "capitalised_words")
-LEARNED_TYPES = frozenset({"PER", "LOC", "ORG", "MISC"})
-TASK_TIER = {"sentiment": 1, "entities": 1, "faq": 1, "intent": 1, "generation": 2, "reasoning": 3}
+TASK_TIER = {"sentiment": 1, "classify": 1, "entities": 1, "intent": 1, "faq": 1, "generation": 2, "reasoning": 3}
+ASKED_TIER1 = frozenset({"sentiment", "classify", "entities", "intent"})
 
 
-def task_features(pooled: np.ndarray, texts: list[str], entities: list[list[Entity]]) -> np.ndarray:
-    """Task-head input: the embedding plus how entity-laden each text is.
-
-    The embedding alone reads "Meet John at Paris cafe on Monday." as a calendar command; the entity
-    tagger, which already ran on the same pass, says it is mostly names, places and dates.
-    """
-    extra = np.zeros((len(texts), len(ENTITY_FEATURES)), dtype=np.float32)
-    for i, (text, ents) in enumerate(zip(texts, entities)):
-        words = text.split()
-        learned = sum(e.type in LEARNED_TYPES for e in ents)
-        capitalised = sum(w[:1].isupper() for w in words[1:]) / max(len(words) - 1, 1)
-        extra[i] = (min(learned, 5) / 5, min(len(ents) - learned, 3) / 3, capitalised)
-    return np.hstack([pooled, extra])
+def reader_text(system: str, user: str) -> str:
+    """The one text the encoder reads for a request: the system prompt, if any, then the user message."""
+    return f"{system}\n\n{user}" if system else user
 
 
 @dataclass(frozen=True)
 class RouteInput:
-    """What the router sees: the newest user message and the earlier turns as one text ('' if none)."""
+    """What the router sees: the newest user message, the system prompt and the earlier turns."""
 
     text: str
     context: str = ""
+    system: str = ""
 
 
 @dataclass
@@ -58,114 +55,168 @@ class RouteDecision:
     faq_id: str | None = None
     faq_score: float = 0.0
     rule: str | None = None
+    intent: str | None = None
+    intent_response: str | None = None
     pii: bool = False
+    parsed: ParsedRequest | None = None
+    features: RequestPass | None = None
     entities: list[Entity] = field(default_factory=list)
     embedding: np.ndarray | None = None
 
     def explain(self) -> dict:
         """The JSON-ready scores and signals behind the decision."""
-        return {
+        out = {
             "tasks": {k: round(v, 4) for k, v in self.scores.items()},
             "faq": {"id": self.faq_id, "score": round(self.faq_score, 4)},
             "rule": self.rule,
+            "intent": self.intent,
             "pii": self.pii,
         }
+        if self.parsed is not None:
+            out["parsed"] = {"payload": self.parsed.payload, "labels": self.parsed.labels,
+                             "entity_types": self.parsed.entity_types, "confidence": round(self.parsed.confidence, 4)}
+        return out
 
 
 @dataclass(frozen=True)
 class RouterThresholds:
-    """Knobs of the decision, from ``router`` and ``tier1`` settings."""
+    """Knobs of the decision, from the ``router`` and ``tier1`` settings."""
 
-    tier1_min_confidence: float = 0.5
     context_weight: float = 0.3
     faq_min_score: float = 0.75
-    intent_min_confidence: float = 0.5
 
 
 class Router:
-    """Routes batches of requests with one encoder pass per batch."""
+    """Routes batches of requests, one encoder pass per text."""
 
-    def __init__(self, encoder: Encoder, task_head: LinearHead, intent_head: LinearHead, tagger: EntityTagger,
-                 faq: FaqIndex, rules: RuleEngine, thresholds: RouterThresholds):
-        self.encoder, self.task_head, self.intent_head, self.tagger = encoder, task_head, intent_head, tagger
-        self.faq, self.rules, self.thresholds = faq, rules, thresholds
+    def __init__(self, encoder: Encoder, reader: RequestReader, heads: dict, faq: FaqIndex, rules: RuleEngine,
+                 calibration: Calibration, thresholds: RouterThresholds, intent_responses: dict[str, str],
+                 overrides: dict[str, float] | None = None):
+        self.encoder, self.reader, self.heads, self.faq, self.rules = encoder, reader, heads, faq, rules
+        self.calibration, self.thresholds, self.intent_responses = calibration, thresholds, intent_responses
+        self.overrides = dict(overrides or {})
+        self.tagger = EntityTagger(heads["ner_conll"])
 
     @classmethod
-    def from_settings(cls, settings) -> "Router":
-        """Build from a :class:`serve.settings.Settings` (encoder, heads, FAQ and rules it names)."""
-        encoder = Encoder(**settings.encoder.model_dump())
-        heads = Path(settings.router.heads_dir)
-        return cls(
-            encoder,
-            LinearHead.load(heads / "task.npz"),
-            LinearHead.load(heads / "intent.npz"),
-            EntityTagger(LinearHead.load(heads / "entities.npz")),
-            FaqIndex.from_file(settings.tier1.faq_path, encoder),
-            RuleEngine(settings.tier1.rules),
-            RouterThresholds(settings.router.tier1_min_confidence, settings.router.context_weight,
-                             settings.tier1.faq_min_score, settings.tier1.min_confidence["intent"]),
-        )
+    def from_settings(cls, settings, encoder: Encoder | None = None) -> "Router":
+        """Build from a :class:`serve.settings.Settings` (encoder, heads, FAQ, rules and intents it names)."""
+        encoder = encoder or Encoder(**settings.encoder.model_dump())
+        heads_dir = Path(settings.router.heads_dir)
+        heads = load_heads(heads_dir)
+        return cls(encoder, RequestReader(heads["task"], heads["span"]), heads,
+                   FaqIndex.from_file(settings.tier1.faq_path, encoder), RuleEngine(settings.tier1.rules),
+                   Calibration.load(heads_dir / "calibration.json"),
+                   RouterThresholds(settings.router.context_weight, settings.tier1.faq_min_score),
+                   dict(settings.tier1.intent_responses), settings.tier1.min_confidence)
 
     def route_batch(self, inputs: list[RouteInput]) -> list[RouteDecision]:
-        """Decide for every input; the texts and any contexts go through the encoder as one batch."""
-        texts = [i.text for i in inputs]
-        context_rows = {n: len(texts) + k for k, n in enumerate(n for n, i in enumerate(inputs) if i.context)}
-        all_texts = texts + [i.context for i in inputs if i.context]
-        encoded = self.encoder.encode(all_texts)
-        entities = [self.tagger.extract(t, encoded.tokens[n], encoded.offsets[n], encoded.word_ids[n])
-                    for n, t in enumerate(all_texts)]
-        probs = self.task_head.predict_proba(task_features(encoded.pooled, all_texts, entities))
-        matches = self.faq.best(encoded.pooled[: len(texts)])
+        """Decide for every input. Each request is one pass over its text (system prompt and message
+        together); a system prompt adds a pass over the message alone, for FAQ and intent matching, and
+        earlier turns one over the context."""
+        texts: list[str] = []
+        rows = []
+        for item in inputs:
+            main = len(texts)
+            texts.append(reader_text(item.system, item.text))
+            user = main
+            if item.system:
+                user = len(texts)
+                texts.append(item.text)
+            context = None
+            if item.context:
+                context = len(texts)
+                texts.append(item.context)
+            rows.append((main, user, context))
+        encoded = self.encoder.encode(texts)
+        passes = [RequestPass.from_encoded(t, encoded, k) for k, t in enumerate(texts)]
+        task_probs = self.calibration.probs("task", self.heads["task"].logits(encoded.cls))
+        w = self.thresholds.context_weight
         decisions = []
-        for n, item in enumerate(inputs):
-            p = probs[n]
-            if n in context_rows:
-                w = self.thresholds.context_weight
-                p = (1 - w) * p + w * probs[context_rows[n]]
-            decision = self._decide(item.text, dict(zip(self.task_head.labels, map(float, p))), matches[n],
-                                    encoded.pooled[n], entities[n])
-            decision.entities = entities[n]
-            decision.pii = any(e.type in PII_TYPES for e in entities[n])
-            decision.embedding = encoded.pooled[n]
+        for item, (main, user, context) in zip(inputs, rows):
+            p = task_probs[main] if context is None else (1 - w) * task_probs[main] + w * task_probs[context]
+            scores = dict(zip(TASKS, map(float, p)))
+            decision = self._decide(item, scores, passes[main], passes[user])
+            entities = self._pii_entities(passes[user])
+            decision.entities = entities
+            decision.pii = any(e.type in PII_TYPES for e in entities)
+            decision.embedding = passes[user].pooled
             decisions.append(decision)
         return decisions
 
-    def _decide(self, text: str, scores: dict[str, float], match, embedding: np.ndarray,
-                entities: list[Entity]) -> RouteDecision:
+    def _pii_entities(self, f: RequestPass) -> list[Entity]:
+        found, _ = self.tagger.tag(f.text, f.tokens, f.offsets, f.word_ids)
+        patterns = pattern_entities(f.text)
+        return sorted([e for e in found if not any(e.start < p.end and p.start < e.end for p in patterns)]
+                      + patterns, key=lambda e: e.start)
+
+    def _decide(self, item: RouteInput, scores: dict[str, float], f: RequestPass, user: RequestPass) -> RouteDecision:
+        (match,) = self.faq.best(user.pooled[None, :])
         faq = {"faq_id": match.entry.id, "faq_score": match.score}
-        rule = self.rules.match(text)
-        if rule:
-            return RouteDecision("rule", 1, 1.0, f"rule '{rule.name}' matched", scores, rule=rule.name, **faq)
-        if match.score >= self.thresholds.faq_min_score:
-            return RouteDecision("faq", 1, match.score,
-                                 f"FAQ entry '{match.entry.id}' matched (score {match.score:.2f})", scores, **faq)
         task = max(scores, key=scores.get)
         confidence = scores[task]
-        tier = TASK_TIER[task]
+        rule = self.rules.match(item.text)
+        if rule:
+            return RouteDecision("rule", 1, 1.0, f"rule '{rule.name}' matched", scores, rule=rule.name, **faq)
+        if task in ASKED_TIER1:
+            return self._asked(task, confidence, scores, f, faq)
+        if match.score >= self.thresholds.faq_min_score:
+            return RouteDecision("faq", 1, match.score, f"FAQ entry '{match.entry.id}' matched "
+                                 f"(score {match.score:.2f})", scores, features=user, **faq)
+        intent, p_intent = self._intent(user)
+        if intent in self.intent_responses and p_intent >= self._threshold("clinc150"):
+            response = self.intent_responses[intent].format(intent=intent)
+            return RouteDecision("intent", 1, p_intent, f"intent '{intent}' (p={p_intent:.2f}) has a configured "
+                                 "response", scores, intent=intent, intent_response=response, **faq)
+        return self._generative(task, confidence, scores, match, intent, p_intent, faq)
+
+    def _asked(self, task: str, confidence: float, scores: dict[str, float], f: RequestPass, faq: dict) -> RouteDecision:
+        """A request asking for a tier-1 task: read it, and keep it on tier 1 only if it reads right."""
+        generative = max(("generation", "reasoning"), key=scores.get)
+        reason = f"classifier: {task} asked (p={confidence:.2f})"
+        threshold = self._threshold("task")
+        if confidence < threshold:
+            return RouteDecision(generative, TASK_TIER[generative], 1 - confidence,
+                                 f"{reason}, below the task threshold {threshold:.2f}: unsure what is asked", scores, **faq)
+        reading = self.reader.read(f.text, task, scores, f.tokens, f.offsets)
+        parsed = reading.parsed
+        if task == "sentiment" and parsed.labels and sentiment_label_map(parsed.labels) is None:
+            task = parsed.task = "classify"
+            reason += f"; the labels {parsed.labels} are not a sentiment scale: classification"
+        problem = self._unreadable(task, reading)
+        if problem:
+            return RouteDecision(task, TASK_TIER[generative], confidence, f"{reason}; {problem}", scores,
+                                 parsed=parsed, **faq)
+        features = RequestPass(f.text, f.cls, f.tokens, f.offsets, f.word_ids, f.pooled, reading.payload_pieces,
+                               reading.label_pieces)
+        return RouteDecision(task, 1, confidence, reason, scores, parsed=parsed, features=features, **faq)
+
+    @staticmethod
+    def _unreadable(task: str, reading: Reading) -> str | None:
+        """Why tier 1 cannot answer a request it was asked, as read; None when it can."""
+        parsed = reading.parsed
+        if not parsed.payload.strip():
+            return "no text to apply the task to was found"
+        if task == "classify" and len(parsed.labels) < 2:
+            return "no label set to choose from was found"
+        if task == "entities" and reading.unknown_types:
+            return f"asks for entity types tier 1 does not know: {', '.join(reading.unknown_types)}"
+        return None
+
+    def _intent(self, f: RequestPass) -> tuple[str, float]:
+        p = self.calibration.probs("clinc150", self.heads["clinc150"].logits(f.cls[None, :]))[0]
+        return self.heads["clinc150"].labels[int(p.argmax())], float(p.max())
+
+    def _threshold(self, head: str) -> float:
+        return self.overrides.get(head, self.calibration.get(head).threshold)
+
+    def _generative(self, task: str, confidence: float, scores: dict[str, float], match: FaqMatch, intent: str,
+                    p_intent: float, faq: dict) -> RouteDecision:
+        generative = task if task in ("generation", "reasoning") else max(("generation", "reasoning"), key=scores.get)
         reason = f"classifier: {task} (p={confidence:.2f})"
-        if task == "intent":
-            task, tier, confidence, reason = self._check_intent(scores, embedding, entities)
-        elif task == "faq":
-            tier, reason = 2, (f"FAQ-style question with no matching entry (best '{match.entry.id}', "
-                               f"score {match.score:.2f} < {self.thresholds.faq_min_score}); needs generation")
-        elif tier == 1 and confidence < self.thresholds.tier1_min_confidence:
-            tier, reason = 2, f"{reason} below the tier-1 threshold {self.thresholds.tier1_min_confidence}"
-        return RouteDecision(task, tier, confidence, reason, scores, **faq)
-
-    def _check_intent(self, scores: dict[str, float], embedding: np.ndarray,
-                      entities: list[Entity]) -> tuple[str, int, float, str]:
-        """An intent request must name one of the configured intents.
-
-        Commands and entity-laden statements look alike ("Book a table at Nobu on Friday", "Meet John at
-        Paris cafe on Monday"); what tells them apart is whether the intent set knows the request. When it
-        does not, a message with entities is an extraction request, and anything else needs generation.
-        """
-        p = self.intent_head.predict_proba(embedding[None, :])[0]
-        best, best_p = self.intent_head.labels[int(p.argmax())], float(p.max())
-        if best != "oos" and best_p >= self.thresholds.intent_min_confidence:
-            return "intent", 1, scores["intent"], f"classifier: intent (p={scores['intent']:.2f}), intent '{best}' (p={best_p:.2f})"
-        unknown = f"no configured intent matched (best '{best}', p={best_p:.2f})"
-        structured = scores["intent"] + scores["entities"]
-        if entities:
-            return "entities", 1, structured, f"{unknown}; the message carries {len(entities)} entities"
-        return "generation", 2, scores["intent"], f"{unknown}; needs generation"
+        if task == "faq":
+            reason = (f"FAQ-style question with no matching entry (best '{match.entry.id}', score "
+                      f"{match.score:.2f} < {self.thresholds.faq_min_score}); needs generation")
+        elif intent != "oos" and p_intent >= 0.5:
+            reason += f"; intent '{intent}' has no configured response: a question for a generative tier"
+        return RouteDecision(generative, TASK_TIER[generative], confidence if task == generative else scores[generative],
+                             reason, scores, intent=intent if intent != "oos" else None, **faq)

@@ -1,7 +1,12 @@
-"""Tier-1 answers: sentiment, intent, entities, FAQ and rules, from heads on the shared embedding.
+"""Tier-1 answers from the heads of the multi-task encoder: sentiment (two- or three-way, in the labels
+the request names), classification into a label set the request names, entities (of the types asked),
+intent, FAQ, configured intent responses and rules.
 
-When the router already ran the encoder (a chat request), its embedding and entities are passed in and
-no second pass is made; direct task requests (``/v1/tasks/*``) are encoded here, one pass per batch.
+A chat request arrives with the router's pass (:class:`RequestPass`: the [CLS] state, the piece states
+and where the payload and the labels lie in them), so answering costs no second encoder pass; a direct
+task request (``/v1/tasks/*``) is encoded here. Each answer carries a calibrated confidence and says
+whether it clears its head's keep threshold (``models/calibration.py``); below it tier 1 is unsure and
+the gateway escalates.
 """
 
 from __future__ import annotations
@@ -11,133 +16,221 @@ from pathlib import Path
 
 import numpy as np
 
+from models.calibration import Calibration
 from models.encoder import Encoder
-from models.entities import Entity, EntityTagger
+from models.entities import Entity, EntityTagger, pattern_entities
 from models.faq import FaqIndex
 from models.heads import LinearHead
+from models.labels import SENTIMENT2, SENTIMENT3, sentiment_label_map
+from models.request import ParsedRequest
 from models.rules import RuleEngine
 
-TIER1_TASKS = ("sentiment", "intent", "entities", "faq", "rule")
+TIER1_TASKS = ("sentiment", "classify", "entities", "intent", "faq", "rule", "intent_response")
+SCORER_DIM = 128
+
+
+@dataclass
+class RequestPass:
+    """One text's encoder output, as tier 1 needs it: [CLS], piece states (no [CLS]/[SEP]), offsets and
+    word ids, plus the pieces that hold the payload and each named label."""
+
+    text: str
+    cls: np.ndarray
+    tokens: np.ndarray
+    offsets: list[tuple[int, int]]
+    word_ids: list[int]
+    pooled: np.ndarray
+    payload_pieces: list[int] = field(default_factory=list)
+    label_pieces: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def from_encoded(cls, text: str, encoded, row: int = 0) -> "RequestPass":
+        """Row ``row`` of an :class:`~models.encoder.Encoded`, the whole text as payload."""
+        n = len(encoded.tokens[row])
+        return cls(text, encoded.cls[row], encoded.tokens[row], encoded.offsets[row], encoded.word_ids[row],
+                   encoded.pooled[row], list(range(n)))
 
 
 @dataclass
 class Tier1Request:
-    """One tier-1 job. ``embedding``/``entities`` come from the router when it has already encoded."""
+    """One tier-1 job: the task, the request as read, and the router's pass when it has one.
+
+    ``intent`` and ``response`` name a configured intent response the router matched.
+    """
 
     task: str
     text: str
-    embedding: np.ndarray | None = None
-    entities: list[Entity] | None = None
+    parsed: ParsedRequest | None = None
+    features: RequestPass | None = None
+    intent: str | None = None
+    response: str | None = None
 
     @property
     def needs_encoding(self) -> bool:
-        """Whether answering takes an encoder pass (the router's features are missing)."""
-        if self.task == "rule":
-            return False
-        return self.embedding is None or (self.task == "entities" and self.entities is None)
+        """Whether answering takes an encoder pass (the router's pass is missing)."""
+        return self.task not in ("rule", "intent_response") and self.features is None
 
 
 @dataclass
 class Tier1Answer:
-    """A tier-1 result: a short reply, the structured result, and whether to escalate instead."""
+    """A tier-1 result: the structured answer, its calibrated confidence, and whether to escalate.
+
+    ``result`` follows the contract ``models/answer_format.py`` renders (label, entities, intent, FAQ…).
+    """
 
     task: str
-    reply: str
     result: dict
     confidence: float
     escalate: bool = False
     reason: str = ""
     input_tokens: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class Tier1Models:
-    """The tier-1 heads and look-ups behind one batch function."""
+    """The tier-1 heads, the FAQ index and the rules behind one batch function."""
 
-    def __init__(self, encoder: Encoder, sentiment: LinearHead, intent: LinearHead, tagger: EntityTagger,
-                 faq: FaqIndex, rules: RuleEngine, min_confidence: dict[str, float], faq_min_score: float):
-        self.encoder, self.sentiment, self.intent, self.tagger = encoder, sentiment, intent, tagger
-        self.faq, self.rules = faq, rules
-        self.min_confidence, self.faq_min_score = min_confidence, faq_min_score
+    def __init__(self, encoder: Encoder, heads: dict[str, LinearHead], faq: FaqIndex, rules: RuleEngine,
+                 calibration: Calibration, faq_min_score: float, overrides: dict[str, float] | None = None):
+        self.encoder, self.heads, self.faq, self.rules = encoder, heads, faq, rules
+        self.calibration, self.faq_min_score = calibration, faq_min_score
+        self.overrides = dict(overrides or {})
+        self.conll = EntityTagger(heads["ner_conll"])
+        self.wnut = EntityTagger(heads["ner_wnut"])
 
     @classmethod
-    def from_settings(cls, settings, encoder: Encoder | None = None) -> "Tier1Models":
-        """Build from a :class:`serve.settings.Settings`, sharing ``encoder`` when given."""
+    def from_settings(cls, settings, encoder: Encoder | None = None, faq: FaqIndex | None = None) -> "Tier1Models":
+        """Build from a :class:`serve.settings.Settings`, sharing the router's ``encoder`` and ``faq``."""
         encoder = encoder or Encoder(**settings.encoder.model_dump())
-        heads = Path(settings.router.heads_dir)
-        return cls(
-            encoder,
-            LinearHead.load(heads / "sentiment.npz"),
-            LinearHead.load(heads / "intent.npz"),
-            EntityTagger(LinearHead.load(heads / "entities.npz")),
-            FaqIndex.from_file(settings.tier1.faq_path, encoder),
-            RuleEngine(settings.tier1.rules),
-            dict(settings.tier1.min_confidence),
-            settings.tier1.faq_min_score,
-        )
+        heads_dir = Path(settings.router.heads_dir)
+        return cls(encoder, load_heads(heads_dir), faq or FaqIndex.from_file(settings.tier1.faq_path, encoder),
+                   RuleEngine(settings.tier1.rules), Calibration.load(heads_dir / "calibration.json"),
+                   settings.tier1.faq_min_score, settings.tier1.min_confidence)
+
+    def threshold(self, head: str) -> float:
+        """The keep threshold of a head: the configured override, else the calibrated one."""
+        return self.overrides.get(head, self.calibration.get(head).threshold)
 
     def answer_batch(self, requests: list[Tier1Request]) -> list[Tier1Answer]:
-        """Answer every request; those without router features share one encoder pass."""
+        """Answer every request; those without the router's pass are encoded here, one pass each."""
         for r in requests:
             if r.task not in TIER1_TASKS:
                 raise ValueError(f"tier 1 has no task {r.task!r}; it answers {', '.join(TIER1_TASKS)}")
-        todo = [i for i, r in enumerate(requests) if r.needs_encoding]
+        todo = [r for r in requests if r.needs_encoding]
         if todo:
-            encoded = self.encoder.encode([requests[i].text for i in todo])
-            for k, i in enumerate(todo):
-                r = requests[i]
-                r.embedding = encoded.pooled[k]
-                if r.task == "entities":
-                    r.entities = self.tagger.extract(r.text, encoded.tokens[k], encoded.offsets[k],
-                                                     encoded.word_ids[k])
-        answers = [self._answer(r) for r in requests]
-        for r, a in zip(requests, answers):
-            a.input_tokens = self.encoder.count_tokens(r.text)
+            encoded = self.encoder.encode([r.text for r in todo])
+            for k, r in enumerate(todo):
+                r.features = RequestPass.from_encoded(r.text, encoded, k)
+        answers = []
+        for r in requests:
+            answer = self._answer(r)
+            answer.input_tokens = self.encoder.count_tokens(r.text)
+            answers.append(answer)
         return answers
+
+    # -- one answer per task --------------------------------------------------------------------------
 
     def _answer(self, r: Tier1Request) -> Tier1Answer:
         if r.task == "rule":
             hit = self.rules.match(r.text)
             if hit is None:
-                return Tier1Answer("rule", "", {}, 0.0, True, "no rule matches")
-            return Tier1Answer("rule", hit.answer, {"rule": hit.name}, 1.0)
-        if r.task == "faq":
-            (match,) = self.faq.best(r.embedding[None, :])
-            result = {"faq_id": match.entry.id, "question": match.entry.question, "answer": match.entry.answer,
-                      "score": round(match.score, 4)}
-            if match.score < self.faq_min_score:
-                return Tier1Answer("faq", "No FAQ entry matches this question.", result, match.score, True,
-                                   f"best FAQ match '{match.entry.id}' scored {match.score:.2f} < {self.faq_min_score}")
-            return Tier1Answer("faq", match.entry.answer, result, match.score)
-        if r.task == "entities":
-            return self._entities(r.entities or [])
-        head = self.sentiment if r.task == "sentiment" else self.intent
-        p = head.predict_proba(r.embedding[None, :])[0]
-        label, confidence = head.labels[int(p.argmax())], float(p.max())
-        if r.task == "sentiment":
-            result = {"label": label, "scores": {l: round(float(s), 4) for l, s in zip(head.labels, p)}}
-            reply = f"Sentiment: {label}."
-        else:
-            top = np.argsort(p)[::-1][:3]
-            label = "out_of_scope" if label == "oos" else label
-            result = {"intent": label, "top": [{"intent": head.labels[i], "score": round(float(p[i]), 4)} for i in top]}
-            reply = f"Intent: {label}."
-            if label == "out_of_scope":
-                return Tier1Answer("intent", reply, result, confidence, True, "intent is out of scope")
-        threshold = self.min_confidence.get(r.task, 0.0)
-        if confidence < threshold:
-            return Tier1Answer(r.task, reply, result, confidence, True,
-                               f"{r.task} confidence {confidence:.2f} < {threshold}")
-        return Tier1Answer(r.task, reply, result, confidence)
+                return Tier1Answer("rule", {}, 0.0, True, "no rule matches")
+            return Tier1Answer("rule", {"rule": hit.name, "answer": hit.answer}, 1.0)
+        if r.task == "intent_response":
+            return Tier1Answer("intent", {"intent": r.intent, "response": r.response}, 1.0)
+        handler = {"sentiment": self._sentiment, "classify": self._classify, "entities": self._entities,
+                   "intent": self._intent, "faq": self._faq}[r.task]
+        return handler(r.features, r.parsed or ParsedRequest(r.task, r.text))
 
-    def _entities(self, entities: list[Entity]) -> Tier1Answer:
-        result = {"entities": [e.as_dict() for e in entities]}
-        if not entities:
-            return Tier1Answer("entities", "No entities found.", result, 0.0, True, "no entities found")
-        confidence = float(min(e.confidence for e in entities))
-        reply = "Entities: " + ", ".join(f"{e.text} ({e.type})" for e in entities) + "."
-        threshold = self.min_confidence.get("entities", 0.0)
+    def _keep(self, task: str, head: str, result: dict, confidence: float, what: str) -> Tier1Answer:
+        threshold = self.threshold(head)
         if confidence < threshold:
-            return Tier1Answer("entities", reply, result, confidence, True,
-                               f"entity confidence {confidence:.2f} < {threshold}")
-        return Tier1Answer("entities", reply, result, confidence)
+            return Tier1Answer(task, result, confidence, True, f"{what} confidence {confidence:.2f} < {threshold:.2f}")
+        return Tier1Answer(task, result, confidence)
+
+    def _sentiment(self, f: RequestPass, parsed: ParsedRequest) -> Tier1Answer:
+        mapping = sentiment_label_map(parsed.labels) if parsed.labels else None
+        if parsed.labels and mapping is None:
+            return self._classify(f, parsed)
+        classes = set(mapping.values()) if mapping else set(SENTIMENT3)
+        head = "sentiment2" if classes == set(SENTIMENT2) else "sentiment3"
+        labels = SENTIMENT2 if head == "sentiment2" else SENTIMENT3
+        p = self.calibration.probs(head, self.heads[head].logits(f.cls[None, :]))[0]
+        best = int(p.argmax())
+        named = {v: k for k, v in mapping.items()} if mapping else {c: c for c in labels}
+        result = {"label": named[labels[best]], "canonical": labels[best],
+                  "scores": {named[c]: round(float(s), 4) for c, s in zip(labels, p)}}
+        return self._keep("sentiment", head, result, float(p[best]), "sentiment")
+
+    def _classify(self, f: RequestPass, parsed: ParsedRequest) -> Tier1Answer:
+        if len(parsed.labels) < 2 or len(f.label_pieces) != len(parsed.labels):
+            return Tier1Answer("classify", {"labels": parsed.labels}, 0.0, True,
+                               "the request names fewer than two labels to choose from")
+        payload = f.tokens[f.payload_pieces].mean(axis=0) if f.payload_pieces else f.pooled
+        query = self.heads["label_query"].logits(np.concatenate([f.cls, payload])[None, :])[0]
+        keys = self.heads["label_key"].logits(np.stack([f.tokens[p].mean(axis=0) for p in f.label_pieces]))
+        p = self.calibration.probs("labels", (keys @ query / SCORER_DIM**0.5)[None, :])[0]
+        best = int(p.argmax())
+        result = {"label": parsed.labels[best], "canonical": parsed.labels[best],
+                  "scores": {l: round(float(s), 4) for l, s in zip(parsed.labels, p)}}
+        return self._keep("classify", "labels", result, float(p[best]), "label")
+
+    def _entities(self, f: RequestPass, parsed: ParsedRequest) -> Tier1Answer:
+        entities, confidence = self.extract(f, parsed.payload or f.text, parsed.entity_types)
+        result = {"entities": [e.as_dict() for e in entities], "types": list(parsed.entity_types)}
+        return self._keep("entities", "entities", result, confidence, "entity")
+
+    def extract(self, f: RequestPass, payload: str, types: list[str]) -> tuple[list[Entity], float]:
+        """Entities of the asked ``types`` (all when empty) in the payload pieces, with the request's
+        confidence: the least sure word decision among the payload's words."""
+        pieces = f.payload_pieces or list(range(len(f.tokens)))
+        start = f.offsets[pieces[0]][0] if pieces else 0
+        end = f.offsets[pieces[-1]][1] if pieces else 0
+        found, confidence = self.conll.tag(f.text, f.tokens, f.offsets, f.word_ids, start, end)
+        if set(types) & {"PRODUCT", "WORK"}:
+            extra, extra_conf = self.wnut.tag(f.text, f.tokens, f.offsets, f.word_ids, start, end)
+            found += [e for e in extra if e.type in ("PRODUCT", "WORK")]
+            confidence = min(confidence, extra_conf)
+        patterns = [Entity(e.text, e.type, e.start + start, e.end + start, 1.0)
+                    for e in pattern_entities(f.text[start:end])]
+        kept = [e for e in found if not any(e.start < p.end and p.start < e.end for p in patterns)]
+        entities = sorted(kept + patterns, key=lambda e: e.start)
+        if types:
+            entities = [e for e in entities if e.type in types]
+        return [Entity(e.text, e.type, e.start - start, e.end - start, e.confidence) for e in entities], confidence
+
+    def _intent(self, f: RequestPass, parsed: ParsedRequest) -> Tier1Answer:
+        """The intent from CLINC150's 150 everyday intents (with out-of-scope) or Banking77's 77 banking
+        ones: the set whose head is surer, relative to its keep threshold, answers."""
+        candidates = []
+        for head in ("clinc150", "banking77"):
+            p = self.calibration.probs(head, self.heads[head].logits(f.cls[None, :]))[0]
+            labels = self.heads[head].labels
+            top = np.argsort(p)[::-1][:3]
+            candidates.append((float(p[top[0]]) - self.threshold(head), head, labels[int(top[0])], float(p[top[0]]),
+                               [{"intent": labels[i], "score": round(float(p[i]), 4)} for i in top]))
+        _, head, best, confidence, top = max(candidates, key=lambda c: (c[2] != "oos", c[0]))
+        result = {"intent": "out_of_scope" if best == "oos" else best, "intent_set": head, "top": top}
+        if best == "oos":
+            return Tier1Answer("intent", result, confidence, True, "the intent is out of scope")
+        return self._keep("intent", head, result, confidence, "intent")
+
+    def _faq(self, f: RequestPass, parsed: ParsedRequest) -> Tier1Answer:
+        (match,) = self.faq.best(f.pooled[None, :])
+        result = {"faq_id": match.entry.id, "question": match.entry.question, "answer": match.entry.answer,
+                  "score": round(match.score, 4)}
+        if match.score < self.faq_min_score:
+            return Tier1Answer("faq", result, match.score, True,
+                               f"best FAQ match '{match.entry.id}' scored {match.score:.2f} < {self.faq_min_score}")
+        return Tier1Answer("faq", result, match.score)
+
+
+HEAD_NAMES = ("task", "span", "sentiment2", "sentiment3", "banking77", "clinc150", "ner_conll", "ner_wnut",
+              "label_query", "label_key")
+
+
+def load_heads(heads_dir: Path) -> dict[str, LinearHead]:
+    """Every head of the multi-task model, from ``heads_dir``."""
+    missing = [n for n in HEAD_NAMES if not (Path(heads_dir) / f"{n}.npz").exists()]
+    if missing:
+        raise FileNotFoundError(f"{heads_dir}: heads {', '.join(missing)} are missing; run `tierwise train`")
+    return {n: LinearHead.load(Path(heads_dir) / f"{n}.npz") for n in HEAD_NAMES}

@@ -45,8 +45,9 @@ class Gateway:
         router_model = Router.from_settings(settings) if router is None else None
         router = InProcessRouter(router_model) if router_model else RouterHandle(router)
         if tier1 is None:
-            # Sharing the router's encoder: one model in memory, and one pass per request.
-            tier1 = InProcessTier1(Tier1Models.from_settings(settings, router_model.encoder if router_model else None))
+            # Sharing the router's encoder and FAQ index: one model in memory, and one pass per request.
+            shared = (router_model.encoder, router_model.faq) if router_model else (None, None)
+            tier1 = InProcessTier1(Tier1Models.from_settings(settings, *shared))
         else:
             tier1 = Tier1Handle(tier1)
         bind_service(ChatService(settings, router, tier1, tier3, unconfigured, store,

@@ -76,14 +76,40 @@ async def read_json(request: Request, max_bytes: int) -> object:
     return data
 
 
+def _data_path(loc: tuple, data: object, missing: bool) -> tuple:
+    """``loc`` less the steps that are not keys or indexes of ``data``.
+
+    Pydantic's locations name union members and discriminator tags too
+    (``messages.0.content.list[...].0.image_url.image_url.url``); a client knows only its own JSON. The
+    last step stays when it names a missing field.
+    """
+    path, node = [], data
+    for n, step in enumerate(loc):
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            node = node[step]
+        elif not (missing and n == len(loc) - 1):
+            continue
+        path.append(step)
+    return tuple(path)
+
+
 def parse_body(model: type[M], data: object) -> M:
-    """Validate ``data`` against ``model``; the first problem becomes a 400 naming the field."""
+    """Validate ``data`` against ``model``; the most specific problem becomes a 400 naming the field."""
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_type")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
-        raise ApiError(400, f"{param or 'body'}: {first['msg']}{more}", param=param, code="invalid_value") from exc
+        problems = {}
+        for err in exc.errors():
+            path = _data_path(err["loc"], data, err["type"] == "missing")
+            problems.setdefault(path, err["msg"].removeprefix("Value error, "))
+        # A value that fits no member of a union fails every member; the member it got furthest into
+        # says best what is wrong (for content parts: the part, not "should be a valid string").
+        path = max(problems, key=len)
+        param = ".".join(str(p) for p in path) or None
+        others = [p for p in problems if p != path[: len(p)]]
+        more = f" (and {len(others)} more problems)" if others else ""
+        raise ApiError(400, f"{param or 'body'}: {problems[path]}{more}", param=param, code="invalid_value") from exc

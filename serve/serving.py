@@ -1,8 +1,9 @@
 """The gateway's logic: chat completions, routing decisions and tier-1 tasks over the deployment handles.
 
 FastAPI routes (``serve/api.py``) parse and validate; :class:`ChatService` loads the conversation, asks
-the router, applies the policy, dispatches to a tier (escalating upwards when a tier is unsure or
-absent), prices the answer and appends the turn to the store.
+the router, applies the policy and tier 1's constraints (``serve/constraints.py``), dispatches to a tier
+(escalating upwards when a tier is unsure, cannot answer in the form asked, or is absent), prices the
+answer and appends the turn to the store.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from functools import cached_property
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from deployments.tier3 import Completion, Tier3Unavailable
+from models import language
+from models.answer_format import CannotRender, render
 from models.encoder import load_tokenizer
+from models.request import RequestView
 from models.router import RouteDecision, RouteInput
 from models.tier1 import TIER1_TASKS, Tier1Answer, Tier1Request
 from serve import metrics
+from serve.constraints import tier1_blocker
 from serve.errors import ApiError
 from serve.policy import TierChoice, choose_tier, escalate, resolve_available
 from serve.pricing import PriceTable
 from serve.protocol import (
+    CONTEXT_CHARS,
     AssistantMessage,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -38,14 +44,15 @@ from serve.protocol import (
     TierwiseInfo,
     Usage,
     completion_id,
+    content_text,
+    new_records,
+    request_view,
 )
 from serve.settings import Settings
 from serve.store import ConversationStore, StoreUnavailable
 
 ROUTER_ALIASES = ("auto", "tierwise-auto")
 TASK_ENDPOINTS = ("sentiment", "entities", "faq", "intent")
-# Earlier turns the router reads, newest last; the encoder keeps the first 128 tokens of it anyway.
-CONTEXT_CHARS = 1000
 # Per-message framing tokens, as chat templates add them (OpenAI counts about 4 a message).
 TOKENS_PER_MESSAGE = 4
 RETRY_AFTER_S = "5"
@@ -60,10 +67,12 @@ class Turn:
     history: list[dict]
     new_messages: list[dict]
     forced_tier: int | None
+    view: RequestView
 
     @cached_property
     def messages(self) -> list[dict]:
-        """What a generating tier reads: the stored history then the new messages, metadata stripped."""
+        """What a generating tier reads: the stored history then the new messages, metadata stripped and
+        content parts (images, audio, files) as the client sent them."""
         return [{"role": m["role"], "content": m["content"]} for m in self.history + self.new_messages]
 
     @property
@@ -73,14 +82,6 @@ class Turn:
             if m["role"] == "assistant" and "tierwise" in m:
                 return m["tierwise"].get("tier")
         return None
-
-    @cached_property
-    def route_input(self) -> RouteInput:
-        """The newest user message, and everything before it as context."""
-        msgs = self.messages
-        last = max(i for i, m in enumerate(msgs) if m["role"] == "user")
-        context = "\n".join(m["content"] for m in msgs[:last] if m["content"])
-        return RouteInput(msgs[last]["content"], context[-CONTEXT_CHARS:])
 
 
 @dataclass
@@ -113,8 +114,10 @@ class ChatService:
         self.tokenizer = load_tokenizer(settings.encoder.model_dir)
         self.tier1_model = settings.tier1.model_name
         self.tier3_models = [p.model for p in settings.tier3.providers]
+        self.languages = frozenset(settings.tier1.languages)
         # Tier 2 (vLLM) plugs in here: a handle and an entry in this set.
         self.available = {1, 3}
+        language.preload()
 
     # -- models -------------------------------------------------------------------------------------
 
@@ -142,6 +145,10 @@ class ChatService:
             return self.tier1_model
         return self.tier3_models[0] if self.tier3_models else "unconfigured"
 
+    def can_answer(self, tier: int) -> bool:
+        """Whether ``tier`` is deployed and able to answer (tier 3 needs a configured provider)."""
+        return tier in self.available and (tier != 3 or self.tier3_unconfigured is None)
+
     # -- validation and state ----------------------------------------------------------------------
 
     async def prepare(self, request: ChatCompletionRequest, conversation_id: str | None) -> Turn:
@@ -150,24 +157,20 @@ class ChatService:
         if len(request.messages) > limits.max_messages:
             raise ApiError(400, f"messages: {len(request.messages)} messages exceed the limit of "
                                 f"{limits.max_messages}", param="messages", code="too_many_messages")
-        new = []
         for i, m in enumerate(request.messages):
             text = m.text()
             if len(text) > limits.max_message_chars:
                 raise ApiError(413, f"messages.{i}.content: {len(text)} characters exceed the limit of "
                                     f"{limits.max_message_chars}", param=f"messages.{i}.content",
                                code="message_too_large")
-            new.append({"role": m.role, "content": text})
         forced = self.forced_tier(request.model)
         history = await self._load(conversation_id) if conversation_id is not None else []
-        plain = [{"role": m["role"], "content": m["content"]} for m in history]
-        if history and new[: len(plain)] == plain:
-            # The client resent the whole conversation; keep only what is new.
-            new = new[len(plain):]
-            if not any(m["role"] == "user" for m in new):
-                raise ApiError(400, "messages: no new user message after the stored conversation",
-                               param="messages", code="invalid_value")
-        return Turn(request, conversation_id, history, new, forced)
+        # A client that resent the whole conversation gets only what is new kept.
+        new = new_records(request, history)
+        if not any(m["role"] == "user" for m in new):
+            raise ApiError(400, "messages: no new user message after the stored conversation",
+                           param="messages", code="invalid_value")
+        return Turn(request, conversation_id, history, new, forced, request_view(request, history))
 
     async def _load(self, conversation_id: str) -> list[dict]:
         try:
@@ -193,15 +196,36 @@ class ChatService:
 
     # -- routing ------------------------------------------------------------------------------------
 
+    def route_input(self, turn: Turn) -> RouteInput:
+        """What the router reads: the newest user message, the system prompt (read with it: it may hold
+        the instruction), and the earlier turns as context."""
+        msgs = turn.messages
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        earlier = (content_text(m["content"]) for m in msgs[:last] if m["role"] not in ("system", "developer"))
+        context = "\n".join(t for t in earlier if t)
+        return RouteInput(content_text(msgs[last]["content"]), context[-CONTEXT_CHARS:], turn.view.system)
+
     async def decide(self, turn: Turn) -> tuple[RouteDecision, TierChoice]:
-        """The router's proposal and the tier the policy picks (a deployed one)."""
-        decision: RouteDecision = await self.router.route(turn.route_input)
+        """The router's proposal and the tier the policy picks: a deployed one, and tier 1 only when the
+        request is one tier 1 may answer (no tools, media or logprobs; a language it reads)."""
+        decision: RouteDecision = await self.router.route(self.route_input(turn))
         choice = choose_tier(decision.tier, decision.confidence, decision.reason,
                              previous_tier=turn.previous_tier, forced_tier=turn.forced_tier,
                              sticky_max_confidence=self.settings.router.sticky_max_confidence)
         resolved = resolve_available(choice, self.available)
         if resolved is None:
             raise ApiError(503, f"no tier at or above tier {choice.tier} is deployed", "service_unavailable")
+        if resolved.tier == 1:
+            blocker = tier1_blocker(turn.view, self.languages, decision.parsed.payload if decision.parsed else "")
+            if blocker and turn.forced_tier == 1:
+                raise ApiError(400, f"model {self.tier1_model!r} cannot answer this request: {blocker}; ask for "
+                                    f"model 'auto' or a tier-3 model", param="model", code="unsupported_by_tier1")
+            if blocker:
+                up = escalate(resolved, self.available, f"tier 1 cannot answer: {blocker}")
+                if up is None:
+                    raise ApiError(503, f"tier 1 cannot answer ({blocker}) and no higher tier is deployed",
+                                   "service_unavailable")
+                resolved = up
         return decision, resolved
 
     async def route(self, request: ChatCompletionRequest, conversation_id: str | None) -> TierwiseInfo:
@@ -225,15 +249,16 @@ class ChatService:
         turn = await self.prepare(request, conversation_id)
         decision, choice = await self.decide(turn)
         tier1_answer: Tier1Answer | None = None
+        content, low_confidence = None, False
         if choice.tier == 1:
-            tier1_answer = await self.tier1.answer(self._tier1_request(decision, turn))
-            # A client that pinned the tier-1 model gets tier 1's best answer, never a dearer tier.
-            if tier1_answer.escalate and turn.forced_tier is None:
-                choice = escalate(choice, self.available, f"tier 1 unsure: {tier1_answer.reason}")
-        info = self._info(decision, choice, self.model_of(choice.tier), turn)
+            tier1_answer = await self.tier1.answer(self.tier1_request(decision, turn))
+            content, choice, low_confidence = self._settle_tier1(tier1_answer, decision, choice, turn)
+        info = self._info(decision, choice, self.model_of(choice.tier), turn, low_confidence=low_confidence or None)
         headers = {"X-Tierwise-Tier": str(choice.tier), "X-Tierwise-Model": info.model}
+        if low_confidence:
+            headers["X-Tierwise-Low-Confidence"] = "true"
         if choice.tier == 1:
-            answer = self._tier1_to_answer(tier1_answer, turn)
+            answer = self._tier1_to_answer(tier1_answer, content, turn)
             if request.stream:
                 return self._stream_response(turn, info, headers, started, self._one_piece(answer))
             return await self._finish(turn, info, answer, headers, started)
@@ -258,15 +283,56 @@ class ChatService:
                         finish_reason=completion.finish_reason or "stop")
         return await self._finish(turn, info, answer, headers, started)
 
-    def _tier1_request(self, decision: RouteDecision, turn: Turn) -> Tier1Request:
+    def tier1_request(self, decision: RouteDecision, turn: Turn) -> Tier1Request:
+        """Tier 1's job for a decision: the task, the newest user message, and the router's reading and pass."""
+        if decision.intent_response is not None:
+            return Tier1Request("intent_response", turn.view.user, intent=decision.intent,
+                                response=decision.intent_response)
         task = decision.task
         if task not in TIER1_TASKS:
             # A client that forced the tier-1 model on a generative request gets the likeliest tier-1 task.
             task = max(TASK_ENDPOINTS, key=lambda t: decision.scores.get(t, 0.0))
-        return Tier1Request(task, turn.route_input.text, decision.embedding, decision.entities)
+        return Tier1Request(task, turn.view.user, parsed=decision.parsed, features=decision.features)
 
-    def _tier1_to_answer(self, ans: Tier1Answer, turn: Turn) -> Answer:
-        return Answer(ans.reply, self.tier1_model, ans.input_tokens, self.count(ans.reply),
+    def _settle_tier1(self, ans: Tier1Answer, decision: RouteDecision, choice: TierChoice,
+                      turn: Turn) -> tuple[str | None, TierChoice, bool]:
+        """Tier 1's reply in the form asked, or the tier that answers instead: (content or None, tier,
+        low_confidence).
+
+        An unsure answer, or one that cannot take the form asked (a JSON Schema tier 1 cannot fill), goes
+        up to the next tier that can answer. When none can, ``tier1.when_unsure: answer`` gives tier 1's
+        best answer marked low_confidence, ``refuse`` lets the request fail at the tier above (tier 3's 503
+        when it is unconfigured). A client that pinned the tier-1 model gets tier 1's best answer, never a
+        dearer tier, or a 400 when it cannot be given in the form asked.
+        """
+        content, doubts = None, []
+        try:
+            content = render(ans.task, ans.result, decision.parsed, turn.view.response_format)
+        except CannotRender as exc:
+            doubts.append(f"tier 1 cannot answer in the requested format: {exc}")
+        if ans.escalate:
+            doubts.append(f"tier 1 unsure: {ans.reason}")
+        if not doubts:
+            return content, choice, False
+        why = "; ".join(doubts)
+        if turn.forced_tier == 1:
+            if content is None:
+                schema = (turn.view.response_format or {}).get("type") == "json_schema"
+                raise ApiError(400, f"model {self.tier1_model!r} cannot answer this request: {why}",
+                               param="response_format" if schema else "model", code="unsupported_by_tier1")
+            return content, TierChoice(1, f"{choice.reason}; {why}", choice.escalated_from), True
+        up = escalate(choice, self.available, why)
+        if up is not None and self.can_answer(up.tier):
+            return None, up, False
+        if content is not None and self.settings.tier1.when_unsure == "answer":
+            reason = f"{choice.reason}; {why}; no higher tier can answer, so this is tier 1's best answer"
+            return content, TierChoice(1, reason, choice.escalated_from), True
+        if up is None:
+            raise ApiError(503, f"{why}, and no tier above tier 1 is deployed", "service_unavailable")
+        return None, up, False
+
+    def _tier1_to_answer(self, ans: Tier1Answer, content: str, turn: Turn) -> Answer:
+        return Answer(content, self.tier1_model, ans.input_tokens, self.count(content),
                       result={"task": ans.task, "confidence": round(ans.confidence, 4), **ans.result},
                       baseline_prompt_tokens=self.count_prompt(turn.messages))
 
@@ -385,7 +451,11 @@ class ChatService:
         latency = time.perf_counter() - started
         metrics.REQUESTS.labels("task", "1", task, "200").inc()
         metrics.LATENCY.labels("task", "1").observe(latency)
-        return TaskResponse(task=task, result=ans.result, confidence=round(ans.confidence, 4), reply=ans.reply,
+        try:
+            reply = render(ans.task, ans.result, None, None)
+        except CannotRender:
+            reply = None  # an abstention without a result
+        return TaskResponse(task=task, result=ans.result, confidence=round(ans.confidence, 4), reply=reply,
                             model=self.tier1_model, abstained=ans.escalate, reason=ans.reason or None,
                             latency_ms=round(latency * 1000, 3))
 
@@ -415,4 +485,4 @@ class ChatService:
 
     def count_prompt(self, messages: list[dict]) -> int:
         """Prompt tokens of a conversation, with per-message framing."""
-        return sum(self.count(m["content"]) + TOKENS_PER_MESSAGE for m in messages)
+        return sum(self.count(content_text(m["content"])) + TOKENS_PER_MESSAGE for m in messages)

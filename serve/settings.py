@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "tierwise.yaml"
+# The intent head whose labels ``tier1.intent_responses`` names: the multi-task model's CLINC150 head.
+INTENT_HEAD_FILE = "clinc150.npz"
+# Heads whose calibrated keep threshold ``tier1.min_confidence`` may override.
+CALIBRATED_HEADS = ("sentiment2", "sentiment3", "labels", "entities", "clinc150", "task")
 
 
 class ConfigError(Exception):
@@ -50,7 +56,6 @@ class RouterSettings(_Section):
     """The learned router and its thresholds."""
 
     heads_dir: Path = REPO_ROOT / "models" / "heads"
-    tier1_min_confidence: float = Field(0.5, ge=0, le=1)
     context_weight: float = Field(0.3, ge=0, le=1)
     sticky_max_confidence: float = Field(0.9, ge=0, le=1)
     gpu: Literal["auto", "never", "always"] = "auto"
@@ -79,21 +84,54 @@ class Rule(_Section):
         return value
 
 
+def _check_intent_response(text: str) -> str:
+    """A canned intent response: non-blank, and ``{intent}`` its only placeholder (``{{``/``}}`` for braces)."""
+    if not text.strip():
+        raise ValueError("the response is blank")
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid response template ({exc}); write {{{{ and }}}} for literal braces") from exc
+    for name, spec, conversion in fields:
+        if name != "intent" or spec or conversion:
+            found = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(f"the only placeholder a response may use is {{intent}}, found {{{found}}}")
+    return text
+
+
+IntentResponse = Annotated[str, AfterValidator(_check_intent_response)]
+
+
 class Tier1Settings(_Section):
-    """Tier-1 micro-models, FAQ and rules."""
+    """Tier-1 micro-models, FAQ, rules, and what tier 1 may answer."""
 
     model_name: str = "tierwise-tier1"
     faq_path: Path = REPO_ROOT / "configs" / "faq.yaml"
     faq_min_score: float = Field(0.75, ge=0, le=1)
-    min_confidence: dict[Literal["sentiment", "intent", "entities"], float] = {
-        "sentiment": 0.7,
-        "intent": 0.5,
-        "entities": 0.5,
-    }
+    # Overrides of the calibrated keep thresholds (models/heads/calibration.json), by head; empty: calibrated.
+    min_confidence: dict[Literal[CALIBRATED_HEADS], float] = {}
     rules: list[Rule] = []
+    # When tier 1 is unsure and no higher tier can answer (none deployed, or tier 3 unconfigured): answer
+    # with tier 1's best answer, marked low_confidence; refuse: a 503 that says why.
+    when_unsure: Literal["answer", "refuse"] = "answer"
+    # Languages tier 1's models read (ISO 639-1); a request in another one goes to a higher tier.
+    languages: list[str] = Field(["en"], min_length=1)
+    # Canned responses by intent name (an intent of the intent head); ``{intent}`` is the intent's name.
+    intent_responses: dict[str, IntentResponse] = {}
     # gateway: heads in the gateway replica (they reuse the router's pass); deployment: a CPU pool.
     placement: Literal["gateway", "deployment"] = "gateway"
     batching: BatchSettings = BatchSettings()
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, languages: list[str]) -> list[str]:
+        from models.language import known_languages
+
+        unknown = [code for code in languages if code not in known_languages()]
+        if unknown:
+            raise ValueError(f"unknown language code(s) {', '.join(map(repr, unknown))}; use ISO 639-1 codes "
+                             f"such as en, fr, de")
+        return languages
 
 
 class ProviderSettings(_Section):
@@ -161,6 +199,18 @@ class Settings(BaseSettings):
         for field, path in (("tier1.faq_path", self.tier1.faq_path), ("pricing.path", self.pricing.path)):
             if not Path(path).is_file():
                 raise ValueError(f"{field}: file {path} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _intents_exist(self) -> "Settings":
+        head = Path(self.router.heads_dir) / INTENT_HEAD_FILE
+        if not self.tier1.intent_responses or not head.is_file():
+            return self
+        with np.load(head, allow_pickle=False) as data:
+            known = {str(label) for label in data["labels"]}
+        for name in self.tier1.intent_responses:
+            if name not in known:
+                raise ValueError(f"tier1.intent_responses.{name}: the intent head ({head}) has no intent {name!r}")
         return self
 
     @classmethod

@@ -1,5 +1,6 @@
 """The running gateway over HTTP, with the official openai client: tiers, streaming, conversations,
-tier-3 provider failures, routing of the acceptance examples, and the task endpoints."""
+tier-3 provider failures, routing of the acceptance examples, the task endpoints, and what tier 1 may
+answer (tools, image parts, response formats, languages)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_tier1_chat_non_streaming(client):
     assert raw.headers["x-tierwise-tier"] == "1"
     assert raw.headers["x-tierwise-model"] == "tierwise-tier1"
     completion = raw.parse()
-    assert completion.choices[0].message.content == "Sentiment: positive."
+    assert completion.choices[0].message.content == "positive"
     tw = completion.model_extra["tierwise"]
     assert (tw["tier"], tw["task"], tw["model"]) == (1, "sentiment", "tierwise-tier1")
     assert tw["result"]["label"] == "positive"
@@ -56,7 +57,7 @@ def test_tier1_chat_streaming(client):
     chunks = list(client.chat.completions.create(model="auto", stream=True,
                                                  messages=user("Meet John at Paris cafe on Monday.")))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.startswith("Entities: ") and "John (PER)" in text
+    assert "John (person)" in text and "Paris (location)" in text
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop"
     tw = last.model_extra["tierwise"]
@@ -297,3 +298,78 @@ def test_redis_down_fails_conversations_not_stateless_requests(cluster, private_
                            json={"model": "auto", "messages": user("Product is great!")})
     assert stateless.status_code == 200
     assert httpx.get(f"{base}/readyz", timeout=30).status_code == 503
+
+
+# -- what tier 1 may answer, and in which form ----------------------------------------------------------
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+IMAGE_PART = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
+SENTIMENT_SCHEMA = {"type": "json_schema", "json_schema": {"name": "sentiment", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["sentiment"],
+    "properties": {"sentiment": {"type": "string", "enum": ["POSITIVE", "NEGATIVE", "NEUTRAL"]}}}}}
+
+
+def test_tools_go_to_tier3_intact(client, provider):
+    completion = client.chat.completions.create(model="auto", messages=user("Product is great!"),
+                                                tools=[WEATHER_TOOL], tool_choice="auto")
+    tw = completion.model_extra["tierwise"]
+    assert tw["tier"] == 3 and "tools" in tw["reason"]
+    sent = provider.requests[-1]
+    assert sent["tools"] == [WEATHER_TOOL] and sent["tool_choice"] == "auto"
+
+
+def test_image_parts_go_to_tier3_intact(client, provider):
+    content = [{"type": "text", "text": "Product is great!"}, IMAGE_PART]
+    completion = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": content}])
+    tw = completion.model_extra["tierwise"]
+    assert tw["tier"] == 3 and "image_url" in tw["reason"]
+    assert provider.requests[-1]["messages"] == [{"role": "user", "content": content}]
+
+
+def test_pinned_tier1_with_an_image_is_a_400(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tierwise-tier1", messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Product is great!"}, IMAGE_PART]}])
+    error = err.value.response.json()["error"]
+    assert error["param"] == "model" and error["code"] == "unsupported_by_tier1" and "image_url" in error["message"]
+
+
+def test_json_object_answered_by_tier1(client):
+    completion = client.chat.completions.create(model="auto", messages=user("Product is great!"),
+                                                response_format={"type": "json_object"})
+    assert completion.model_extra["tierwise"]["tier"] == 1
+    assert json.loads(completion.choices[0].message.content) == {"sentiment": "positive"}
+
+
+def test_json_schema_filled_by_tier1(client):
+    completion = client.chat.completions.create(model="auto", messages=user("Product is great!"),
+                                                response_format=SENTIMENT_SCHEMA)
+    assert completion.model_extra["tierwise"]["tier"] == 1
+    assert json.loads(completion.choices[0].message.content) == {"sentiment": "POSITIVE"}
+
+
+def test_json_schema_tier1_cannot_fill_goes_to_tier3(client, provider):
+    fmt = {"type": "json_schema", "json_schema": {"name": "review", "schema": {
+        "type": "object", "required": ["sentiment", "rationale"],
+        "properties": {"sentiment": {"type": "string"}, "rationale": {"type": "string"}}}}}
+    completion = client.chat.completions.create(model="auto", messages=user("Product is great!"), response_format=fmt)
+    tw = completion.model_extra["tierwise"]
+    assert (tw["tier"], tw["escalated_from"]) == (3, 1) and "rationale" in tw["reason"]
+    assert provider.requests[-1]["response_format"] == fmt
+
+
+def test_invalid_json_schema_is_a_400(client):
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="auto", messages=user("Product is great!"), response_format=fmt)
+    error = err.value.response.json()["error"]
+    assert error["param"] == "response_format" and "not a valid JSON Schema" in error["message"]
+
+
+def test_non_english_goes_to_tier3(client, provider):
+    completion = client.chat.completions.create(model="auto", messages=user("Das Produkt ist großartig!"))
+    tw = completion.model_extra["tierwise"]
+    assert tw["tier"] == 3 and "looks de" in tw["reason"]
+    assert provider.requests[-1]["messages"] == user("Das Produkt ist großartig!")

@@ -44,10 +44,13 @@ def test_missing_folder_is_named(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_task_training_rows_from_the_shared_folder():
-    from models.train import ACCEPTANCE_EXAMPLES, TASKS, task_dataset
+def test_fine_tuning_rows_from_the_shared_folder():
+    from models.finetune import TrainConfig, build_samples
+    from models.labels import TASKS
 
-    rows = task_dataset()
-    counts = {t: sum(1 for _, label in rows if label == t) for t in TASKS}
+    samples, labels = build_samples(TrainConfig())
+    counts = {t: sum(1 for s in samples if s.classes.get("task") == i) for i, t in enumerate(TASKS)}
     assert all(n >= 1000 for n in counts.values()), counts
-    assert not {t for t, _ in rows} & set(ACCEPTANCE_EXAMPLES)
+    assert len(labels["clinc150"]) == 151 and len(labels["banking77"]) == 77
+    held_out = {ds.detokenize_sst(t).lower() for t, _ in ds.sst2("train") if ds.is_calibration_row(t)}
+    assert held_out and not held_out & {s.text.lower() for s in samples}

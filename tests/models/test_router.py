@@ -1,4 +1,4 @@
-"""The router in-process: the acceptance examples, context, rules, FAQ and PII."""
+"""The router in-process: what is asked, where it goes, why; the request as read; context, rules, PII."""
 
 from __future__ import annotations
 
@@ -6,30 +6,63 @@ import pytest
 
 from models.router import TASK_TIER, RouteInput
 
-ACCEPTANCE = [
-    ("Product is great!", "sentiment", 1),
-    ("Meet John at Paris cafe on Monday.", "entities", 1),
-    ("What is our return policy?", "faq", 1),
-    ("Write a professional follow-up.", "generation", 2),
-    ("Compare these two business strategies.", "reasoning", 3),
+ASKED = [
+    ("Extract the company names: Nvidia and Samsung announced a partnership in Seoul.", "entities"),
+    ("Classify as positive, negative or neutral: 'The meeting is at 10am in room 4.'", "sentiment"),
+    ("Which category does this ticket belong to: billing, technical or shipping? 'I was charged twice for "
+     "my order last month.'", "classify"),
+    ("What is the sentiment of this review? \"The battery died after two days.\"", "sentiment"),
+]
+NOT_TIER1 = [
+    "What is the weather usually like in Lisbon in October?",
+    "How many calories are in a banana?",
+    "Translate 'where is the train station' into German.",
+    "Write a professional follow-up.",
+    "Compare these two business strategies.",
+    "Summarize this review in one sentence: 'The hotel was clean but the staff were rude and slow.'",
 ]
 
 
-@pytest.mark.parametrize("text,task,tier", ACCEPTANCE)
-def test_acceptance_examples(router, text, task, tier):
+@pytest.mark.parametrize("text,task", ASKED)
+def test_asked_tier1_tasks_reach_tier1_read_right(router, text, task):
     (decision,) = router.route_batch([RouteInput(text)])
-    assert (decision.task, decision.tier) == (task, tier), decision.reason
-    assert 0 < decision.confidence <= 1
-    assert decision.reason
+    assert (decision.task, decision.tier) == (task, 1), decision.reason
+    assert decision.parsed.payload and decision.parsed.payload in text
+    assert decision.features is not None and decision.features.payload_pieces
 
 
-def test_batch_matches_single_calls(router):
-    texts = [t for t, _, _ in ACCEPTANCE]
-    batched = router.route_batch([RouteInput(t) for t in texts])
-    single = [router.route_batch([RouteInput(t)])[0] for t in texts]
-    assert [d.task for d in batched] == [d.task for d in single]
-    for b, s in zip(batched, single):
-        assert b.confidence == pytest.approx(s.confidence, abs=1e-6)
+def test_the_label_set_and_entity_types_the_request_names(router):
+    ticket, companies = router.route_batch([RouteInput(ASKED[2][0]), RouteInput(ASKED[0][0])])
+    assert ticket.parsed.labels == ["billing", "technical", "shipping"]
+    assert ticket.parsed.payload == "I was charged twice for my order last month."
+    assert companies.parsed.entity_types == ["ORG"]
+    assert companies.parsed.payload.startswith("Nvidia")
+
+
+def test_instruction_in_the_system_prompt(router):
+    (decision,) = router.route_batch([RouteInput(
+        "The delivery was late and the box was damaged.",
+        system="You are a sentiment classifier. Reply with positive, negative or neutral.")])
+    assert (decision.task, decision.tier) == ("sentiment", 1), decision.reason
+    assert decision.parsed.payload == "The delivery was late and the box was damaged."
+    assert sorted(l.lower() for l in decision.parsed.labels) == ["negative", "neutral", "positive"]
+
+
+@pytest.mark.parametrize("text", NOT_TIER1)
+def test_questions_and_generation_do_not_stay_on_tier1(router, text):
+    (decision,) = router.route_batch([RouteInput(text)])
+    assert decision.tier > 1, decision.reason
+
+
+def test_an_intent_label_is_not_an_answer(router):
+    (decision,) = router.route_batch([RouteInput("What's the weather in Lisbon?")])
+    assert decision.tier > 1 and decision.intent_response is None
+
+
+def test_a_configured_intent_is_answered(router):
+    (decision,) = router.route_batch([RouteInput("are you a bot?")])
+    assert (decision.tier, decision.intent) == (1, "are_you_a_bot"), decision.reason
+    assert decision.intent_response
 
 
 def test_scores_cover_every_task_and_sum_to_one(router):
@@ -39,9 +72,18 @@ def test_scores_cover_every_task_and_sum_to_one(router):
     assert decision.embedding.shape == (384,)
 
 
-def test_faq_needs_a_matching_entry(router):
-    (decision,) = router.route_batch([RouteInput("How do I reset the password of my router's admin page?")])
-    assert decision.task != "faq" or decision.tier > 1
+def test_batch_matches_single_calls(router):
+    texts = [t for t, _ in ASKED] + NOT_TIER1
+    batched = router.route_batch([RouteInput(t) for t in texts])
+    single = [router.route_batch([RouteInput(t)])[0] for t in texts]
+    assert [(d.task, d.tier) for d in batched] == [(d.task, d.tier) for d in single]
+
+
+def test_faq_match_and_miss(router):
+    hit, miss = router.route_batch([RouteInput("What is your return policy?"),
+                                    RouteInput("How do I reset the password of my router's admin page?")])
+    assert (hit.task, hit.tier, hit.faq_id) == ("faq", 1, "returns")
+    assert miss.tier > 1
 
 
 def test_rule_wins(router):
@@ -55,7 +97,7 @@ def test_context_changes_the_scores(router):
         RouteInput(follow_up),
         RouteInput(follow_up, "Compare these two business strategies in depth, with the risks of each."),
     ])
-    assert with_context.scores["reasoning"] > alone.scores["reasoning"]
+    assert with_context.scores != alone.scores
 
 
 def test_pii_flag(router):

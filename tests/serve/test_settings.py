@@ -12,6 +12,21 @@ def test_embedded_defaults_load(settings):
     assert settings.tier1.faq_path.is_file()
     assert settings.encoder.model_dir.is_absolute()
     assert [r.name for r in settings.tier1.rules] == ["greeting", "thanks"]
+    assert settings.tier1.when_unsure == "answer"
+    assert settings.tier1.languages == ["en"]
+    assert {"are_you_a_bot", "what_can_i_ask_you", "goodbye"} <= set(settings.tier1.intent_responses)
+
+
+def test_tier1_defaults_without_a_file_section(tmp_path):
+    s = load_settings(_write(tmp_path, "http:\n  port: 8001\n"))
+    assert (s.tier1.when_unsure, s.tier1.languages, s.tier1.intent_responses) == ("answer", ["en"], {})
+
+
+def test_intent_responses_may_use_the_intent_name(tmp_path):
+    s = load_settings(_write(tmp_path, "tier1:\n  when_unsure: refuse\n  languages: [en, de]\n"
+                                       "  intent_responses: {goodbye: 'Bye ({intent}) {{ok}}'}\n"))
+    assert s.tier1.when_unsure == "refuse" and s.tier1.languages == ["en", "de"]
+    assert s.tier1.intent_responses["goodbye"].format(intent="goodbye") == "Bye (goodbye) {ok}"
 
 
 def test_environment_overrides_the_file(monkeypatch):
@@ -31,11 +46,19 @@ def _write(tmp_path, text: str):
 
 @pytest.mark.parametrize("text,field", [
     ("http:\n  port: 99999\n", "http.port"),
-    ("router:\n  tier1_min_confidence: high\n", "router.tier1_min_confidence"),
+    ("router:\n  context_weight: high\n", "router.context_weight"),
     ("tier1:\n  rules: [{name: x, pattern: '(', answer: y}]\n", "tier1.rules.0.pattern"),
     ("store:\n  backend: mongodb\n", "store.backend"),
     ("stroe:\n  url: x\n", "stroe"),
     ("tier1:\n  faq_path: missing.yaml\n", "tier1.faq_path"),
+    ("tier1:\n  when_unsure: shrug\n", "tier1.when_unsure"),
+    ("tier1:\n  languages: [en, xx]\n", "tier1.languages"),
+    ("tier1:\n  languages: []\n", "tier1.languages"),
+    ("tier1:\n  intent_responses: {goodbye: 'Bye {name}'}\n", "tier1.intent_responses.goodbye"),
+    ("tier1:\n  intent_responses: {goodbye: 'Bye {intent!r}'}\n", "tier1.intent_responses.goodbye"),
+    ("tier1:\n  intent_responses: {goodbye: 'Bye {'}\n", "tier1.intent_responses.goodbye"),
+    ("tier1:\n  intent_responses: {goodbye: '  '}\n", "tier1.intent_responses.goodbye"),
+    ("tier1:\n  intent_responses: {say_hello_to_mars: hi}\n", "tier1.intent_responses.say_hello_to_mars"),
 ])
 def test_bad_config_names_file_and_field(tmp_path, text, field):
     path = _write(tmp_path, text)

@@ -1,0 +1,122 @@
+"""Calibrated confidences and keep thresholds for the tier-1 heads.
+
+Each head's probabilities are temperature-scaled (one temperature per head, fitted by likelihood on
+held-out rows) so that a confidence of 0.9 is right about 90% of the time; then a keep threshold is
+fitted so that the answers tier 1 keeps, on held-out rows, are at least ``target`` accurate. Both live in
+``models/heads/calibration.json``, written by ``tierwise train`` and read at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.heads import softmax
+
+KEEP_ACCURACY = 0.97
+
+
+@dataclass(frozen=True)
+class HeadCalibration:
+    """One head's temperature and keep threshold, with the held-out figures behind them."""
+
+    temperature: float = 1.0
+    threshold: float = 0.5
+    kept_accuracy: float | None = None
+    kept_share: float | None = None
+    ece: float | None = None
+    rows: int = 0
+
+
+@dataclass
+class Calibration:
+    """Every head's :class:`HeadCalibration`; a head without one keeps temperature 1 and threshold 0.5."""
+
+    heads: dict[str, HeadCalibration]
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibration":
+        """Read ``calibration.json``; a missing file means uncalibrated defaults."""
+        if not Path(path).exists():
+            return cls({})
+        data = json.loads(Path(path).read_text())
+        return cls({name: HeadCalibration(**values) for name, values in data.get("heads", {}).items()})
+
+    def save(self, path: Path) -> None:
+        """Write ``calibration.json``."""
+        payload = {"keep_accuracy_target": KEEP_ACCURACY,
+                   "heads": {name: asdict(h) for name, h in sorted(self.heads.items())}}
+        Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+    def get(self, head: str) -> HeadCalibration:
+        """The head's calibration (defaults when it has none)."""
+        return self.heads.get(head, HeadCalibration())
+
+    def probs(self, head: str, logits: np.ndarray) -> np.ndarray:
+        """Temperature-scaled probabilities."""
+        return softmax(logits / self.get(head).temperature)
+
+
+def fit_temperature(logits: np.ndarray, gold: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of ``gold`` (grid search, then refined)."""
+
+    def nll(t: float) -> float:
+        p = softmax(logits / t)
+        return float(-np.log(p[np.arange(len(gold)), gold] + 1e-12).mean())
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    best = min(grid, key=nll)
+    fine = best * np.exp(np.linspace(-0.06, 0.06, 25))
+    return float(min(fine, key=nll))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy, over equal-width bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            ece += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
+    return float(ece)
+
+
+def fit_threshold(confidence: np.ndarray, correct: np.ndarray, target: float = KEEP_ACCURACY,
+                  min_kept: int = 20) -> float:
+    """The lowest threshold at which the answers kept (confidence ≥ threshold) are ``target`` accurate.
+
+    The kept set at a threshold is the top of the rows by confidence, so this is the largest such top
+    (at least ``min_kept`` rows) whose accuracy reaches the target; a head that never reaches it gets a
+    threshold above 1 (it never keeps an answer).
+    """
+    order = np.argsort(-confidence, kind="stable")
+    conf, ok = confidence[order], correct[order].astype(float)
+    running = np.cumsum(ok) / np.arange(1, len(ok) + 1)
+    # A threshold keeps every row tied with the last one kept, so only the end of a run of ties counts.
+    ends = np.r_[conf[1:] != conf[:-1], True]
+    good = np.flatnonzero((running >= target) & ends & (np.arange(len(conf)) >= min_kept - 1))
+    return float(conf[good[-1]]) if len(good) else 1.01
+
+
+def calibrate_head(logits: np.ndarray, gold: np.ndarray, target: float = KEEP_ACCURACY) -> HeadCalibration:
+    """Temperature, keep threshold and their held-out figures for one head."""
+    temperature = fit_temperature(logits, gold)
+    p = softmax(logits / temperature)
+    confidence = p.max(axis=1)
+    correct = p.argmax(axis=1) == gold
+    return summarise(confidence, correct, temperature, target)
+
+
+def summarise(confidence: np.ndarray, correct: np.ndarray, temperature: float = 1.0,
+              target: float = KEEP_ACCURACY) -> HeadCalibration:
+    """A :class:`HeadCalibration` from per-row confidences and correctness (any kind of answer)."""
+    threshold = fit_threshold(confidence, correct, target)
+    kept = confidence >= threshold
+    return HeadCalibration(
+        temperature=round(temperature, 4), threshold=round(threshold, 4),
+        kept_accuracy=round(float(correct[kept].mean()), 4) if kept.any() else None,
+        kept_share=round(float(kept.mean()), 4), ece=round(expected_calibration_error(confidence, correct), 4),
+        rows=int(len(correct)))

@@ -1,0 +1,284 @@
+"""ChatService without Ray: tier 1's constraints, answers in the form asked, escalation when tier 1 is unsure
+or cannot fill the schema, ``when_unsure``, and what reaches tier 3. The router, tier 1 and tier 3 are
+stand-ins with the same interface as the deployment clients; the store, prices and tokenizer are real."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from deployments.tier3 import Completion
+from models.request import ParsedRequest
+from models.router import RouteDecision, RouteInput
+from serve.errors import ApiError, parse_body
+from serve.pricing import PriceTable
+from serve.protocol import ChatCompletionRequest
+from serve.serving import ChatService
+from serve.store import MemoryConversationStore
+
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+SENTIMENT = {"label": "positive", "canonical": "positive", "scores": {"positive": 0.9, "negative": 0.1}}
+UNCONFIGURED = "No tier-3 provider is configured. Configure tier3.providers."
+
+
+@dataclass
+class Answer:
+    """What tier 1 returns, as the gateway reads it."""
+
+    task: str
+    result: dict
+    confidence: float
+    escalate: bool = False
+    reason: str = ""
+    input_tokens: int = 4
+
+
+class Router:
+    def __init__(self, decision: RouteDecision):
+        self.decision, self.inputs = decision, []
+
+    async def route(self, route_input: RouteInput) -> RouteDecision:
+        self.inputs.append(route_input)
+        return self.decision
+
+    async def ready(self) -> bool:
+        return True
+
+
+class Tier1:
+    def __init__(self, answer: Answer):
+        self.answer_, self.requests = answer, []
+
+    async def answer(self, request) -> Answer:
+        self.requests.append(request)
+        return self.answer_
+
+    async def ready(self) -> bool:
+        return True
+
+
+class _Remote:
+    def __init__(self, fn):
+        self.remote = fn
+
+
+class Tier3:
+    """The forwarder's handle: ``complete.remote`` and ``options(stream=True).stream.remote``."""
+
+    def __init__(self):
+        self.calls = []
+        self.complete = _Remote(self._complete)
+
+    async def _complete(self, messages, params, pinned):
+        self.calls.append({"messages": messages, "params": params, "pinned": pinned})
+        return Completion("frontier answer", "fake-frontier", "fake", 12, 2, "stop")
+
+    def options(self, **_):
+        return self
+
+
+def decision(task="sentiment", tier=1, parsed=None, confidence=0.9) -> RouteDecision:
+    return RouteDecision(task, tier, confidence, f"classifier: {task} (p={confidence:.2f})", {task: confidence},
+                         parsed=parsed)
+
+
+@pytest.fixture()
+def make(settings):
+    """A ChatService over stand-ins: ``make(answer=..., decision=..., tier3=True, when_unsure=...)``."""
+    prices = PriceTable.load(settings.pricing.path)
+
+    def build(answer=Answer("sentiment", SENTIMENT, 0.9), route=None, tier3=True, when_unsure="answer"):
+        s = settings.model_copy(deep=True)
+        s.tier1.when_unsure = when_unsure
+        svc = ChatService(s, Router(route or decision()), Tier1(answer), Tier3(), None if tier3 else UNCONFIGURED,
+                          MemoryConversationStore(), prices)
+        svc.tier3_models = ["fake-frontier"] if tier3 else []
+        return svc
+
+    return build
+
+
+def request(content="Product is great!", **kw) -> ChatCompletionRequest:
+    return parse_body(ChatCompletionRequest, {"model": "auto", "messages": [{"role": "user", "content": content}]} | kw)
+
+
+async def chat(svc: ChatService, req: ChatCompletionRequest, conversation_id=None) -> tuple[dict, dict]:
+    response = await svc.chat(req, conversation_id)
+    return json.loads(response.body), dict(response.headers)
+
+
+async def test_tier1_answers_in_plain_text(make):
+    body, headers = await chat(make(), request())
+    assert body["choices"][0]["message"]["content"] == "positive"
+    tw = body["tierwise"]
+    assert (tw["tier"], tw["task"]) == (1, "sentiment") and "low_confidence" not in tw
+    assert tw["result"]["label"] == "positive"
+    assert headers["x-tierwise-tier"] == "1" and "x-tierwise-low-confidence" not in headers
+
+
+async def test_tier1_fills_a_json_schema(make):
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": {
+        "type": "object", "properties": {"sentiment": {"enum": ["Positive", "Negative"]}}, "required": ["sentiment"]}}}
+    body, _ = await chat(make(), request(response_format=fmt))
+    assert json.loads(body["choices"][0]["message"]["content"]) == {"sentiment": "Positive"}
+    assert body["tierwise"]["tier"] == 1
+
+
+async def test_tier1_answers_in_the_users_words(make):
+    result = {"entities": [{"text": "Nvidia", "type": "ORG", "start": 0, "end": 6, "confidence": 0.9}],
+              "types": ["ORG"]}
+    parsed = ParsedRequest("entities", "Nvidia rose.", "List the company names", entity_types=["ORG"],
+                           entity_type_names={"ORG": "company names"})
+    svc = make(answer=Answer("entities", result, 0.9), route=decision("entities", parsed=parsed))
+    body, _ = await chat(svc, request("List the company names: Nvidia rose.", response_format={"type": "json_object"}))
+    assert json.loads(body["choices"][0]["message"]["content"]) == {"company names": ["Nvidia"]}
+    assert svc.tier1.requests[0].parsed is parsed
+
+
+async def test_a_schema_tier1_cannot_fill_goes_to_tier3(make):
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": {
+        "type": "object", "properties": {"sentiment": {"type": "string"}, "rationale": {"type": "string"}},
+        "required": ["sentiment", "rationale"]}}}
+    svc = make()
+    body, _ = await chat(svc, request(response_format=fmt))
+    tw = body["tierwise"]
+    assert (tw["tier"], tw["escalated_from"]) == (3, 1)
+    assert "cannot answer in the requested format" in tw["reason"] and "rationale" in tw["reason"]
+    assert svc.tier3.calls[0]["params"]["response_format"] == fmt
+
+
+@pytest.mark.parametrize("req,words", [
+    (request(tools=[TOOL]), "tools"),
+    (request([{"type": "text", "text": "Is this cat cute?"}, IMAGE]), "image_url content"),
+    (request(logprobs=True), "logprobs"),
+    (request("Das Produkt ist großartig, ich bin sehr zufrieden!"), "looks de"),
+])
+async def test_requests_tier1_may_not_answer_go_up(make, req, words):
+    svc = make()
+    body, headers = await chat(svc, req)
+    tw = body["tierwise"]
+    assert (tw["tier"], tw["escalated_from"]) == (3, 1) and headers["x-tierwise-tier"] == "3"
+    assert "tier 1 cannot answer" in tw["reason"] and words in tw["reason"]
+    assert body["choices"][0]["message"]["content"] == "frontier answer"
+    assert svc.tier1.requests == []
+
+
+async def test_parts_and_tools_reach_tier3_intact(make):
+    svc = make()
+    content = [{"type": "text", "text": "What is in this picture?"}, IMAGE]
+    await chat(svc, request(content, tools=[TOOL], tool_choice="auto"))
+    call = svc.tier3.calls[0]
+    assert call["messages"] == [{"role": "user", "content": content}]
+    assert call["params"] == {"tools": [TOOL], "tool_choice": "auto"}
+
+
+async def test_a_blocked_request_pinned_to_tier1_is_a_400(make):
+    req = request([{"type": "text", "text": "Is this cat cute?"}, IMAGE], model="tierwise-tier1")
+    with pytest.raises(ApiError) as err:
+        await chat(make(), req)
+    assert (err.value.status, err.value.param, err.value.code) == (400, "model", "unsupported_by_tier1")
+    assert "image_url" in err.value.message and "tierwise-tier1" in err.value.message
+
+
+async def test_a_blocked_request_without_tier3_is_tier3s_503(make):
+    with pytest.raises(ApiError) as err:
+        await chat(make(tier3=False), request(tools=[TOOL]))
+    assert (err.value.status, err.value.code) == (503, "tier3_not_configured")
+    assert "tools" in err.value.tierwise.reason
+
+
+async def test_unsure_goes_to_tier3_when_it_can_answer(make):
+    svc = make(answer=Answer("sentiment", SENTIMENT, 0.55, True, "sentiment confidence 0.55 < 0.70"))
+    body, _ = await chat(svc, request())
+    assert (body["tierwise"]["tier"], body["tierwise"]["escalated_from"]) == (3, 1)
+    assert "tier 1 unsure" in body["tierwise"]["reason"]
+
+
+async def test_unsure_without_tier3_answers_with_low_confidence(make):
+    svc = make(answer=Answer("sentiment", SENTIMENT, 0.55, True, "sentiment confidence 0.55 < 0.70"), tier3=False)
+    body, headers = await chat(svc, request())
+    tw = body["tierwise"]
+    assert body["choices"][0]["message"]["content"] == "positive"
+    assert (tw["tier"], tw["low_confidence"]) == (1, True)
+    assert "no higher tier can answer" in tw["reason"]
+    assert headers["x-tierwise-low-confidence"] == "true"
+
+
+async def test_unsure_without_tier3_refuses_when_configured_to(make):
+    svc = make(answer=Answer("sentiment", SENTIMENT, 0.55, True, "low"), tier3=False, when_unsure="refuse")
+    with pytest.raises(ApiError) as err:
+        await chat(svc, request())
+    assert (err.value.status, err.value.code) == (503, "tier3_not_configured")
+    assert "tier 1 unsure" in err.value.tierwise.reason
+
+
+async def test_nothing_to_answer_without_tier3_is_a_503_even_when_answering(make):
+    svc = make(answer=Answer("classify", {"labels": ["a", "b"]}, 0.0, True, "no label pieces"), tier3=False)
+    with pytest.raises(ApiError) as err:
+        await chat(svc, request())
+    assert err.value.status == 503 and "no label" in err.value.tierwise.reason
+
+
+async def test_pinned_tier1_gets_its_best_answer_marked(make):
+    svc = make(answer=Answer("sentiment", SENTIMENT, 0.55, True, "low"))
+    body, headers = await chat(svc, request(model="tierwise-tier1"))
+    assert (body["tierwise"]["tier"], body["tierwise"]["low_confidence"]) == (1, True)
+    assert headers["x-tierwise-low-confidence"] == "true"
+
+
+async def test_pinned_tier1_with_a_schema_it_cannot_fill_is_a_400(make):
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": {
+        "type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}}
+    with pytest.raises(ApiError) as err:
+        await chat(make(), request(model="tierwise-tier1", response_format=fmt))
+    assert (err.value.status, err.value.param) == (400, "response_format")
+
+
+async def test_streamed_tier1_answer(make):
+    response = await make().chat(request(stream=True, response_format={"type": "json_object"}), None)
+    events = [e async for e in response.body_iterator]
+    chunks = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert json.loads(text) == {"sentiment": "positive"}
+    assert chunks[-1]["tierwise"]["tier"] == 1 and events[-1] == "data: [DONE]\n\n"
+
+
+async def test_route_endpoint_shows_the_blocker(make):
+    info = await make().route(request("¿Dónde está mi paquete? Quiero cancelar mi pedido."), None)
+    assert info.tier == 3 and "looks es" in info.reason
+
+
+async def test_route_input_is_the_newest_user_text_and_the_context(make):
+    svc = make()
+    req = parse_body(ChatCompletionRequest, {"model": "auto", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}, IMAGE]},
+        {"role": "assistant", "content": "A cat."},
+        {"role": "user", "content": "Cute?"}]})
+    turn = await svc.prepare(req, None)
+    assert svc.route_input(turn) == RouteInput("Cute?", "Be brief.\nWhat is this?\nA cat.")
+    assert turn.view.context == "What is this?\nA cat." and turn.view.system == "Be brief."
+
+
+async def test_a_conversation_keeps_its_parts_and_recognises_a_resend(make):
+    # Sure enough to leave tier 3, where the conversation started.
+    svc = make(route=decision(confidence=0.95))
+    first = [{"type": "text", "text": "What is in this picture?"}, IMAGE]
+    body, _ = await chat(svc, request(first), "c1")
+    assert body["tierwise"]["tier"] == 3
+    resent = parse_body(ChatCompletionRequest, {"model": "auto", "messages": [
+        {"role": "user", "content": first}, {"role": "assistant", "content": "frontier answer"},
+        {"role": "user", "content": "Product is great!"}]})
+    body, _ = await chat(svc, resent, "c1")
+    # The image was in an earlier turn: the new turn is plain text, and tier 1 answers it.
+    assert body["tierwise"]["tier"] == 1
+    stored = await svc.store.load(svc.settings.http.tenant, "c1")
+    assert stored[0]["content"] == first and len(stored) == 4
+
+
+async def test_task_endpoint_reply_is_rendered(make):
+    response = await make().task("sentiment", "Product is great!")
+    assert (response.reply, response.abstained) == ("positive", False)
