@@ -29,18 +29,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from models.router import RouteInput, Router  # noqa: E402
-from models.tier1 import TIER1_TASKS, Tier1Models, Tier1Request  # noqa: E402
+from models.tier1 import Tier1Models  # noqa: E402
 from serve.settings import load_settings  # noqa: E402
 
 RESULTS = ROOT / "loadtests" / "results"
 TIER1_PROMPTS = [
     "Product is great!",
-    "Meet John at Paris cafe on Monday.",
+    "Extract the people and places: Angela visited the Berlin office of Siemens last Tuesday.",
     "What is our return policy?",
-    "The delivery was late and the box was crushed.",
+    "Classify as positive, negative or neutral: 'The delivery was late and the box was crushed.'",
     "How long does shipping take?",
-    "Angela visited the Berlin office of Siemens last Tuesday.",
-    "I absolutely love this blender.",
+    "Which category is this ticket, billing, technical or shipping? 'I was charged twice.'",
+    "Sentiment? I absolutely love this blender.",
     "Do you ship internationally?",
 ]
 MIXED_PROMPTS = TIER1_PROMPTS + [
@@ -89,14 +89,15 @@ def bench_router(settings, n: int) -> dict:
 
 def bench_direct_tier1(settings, n: int) -> dict:
     """The tier-1 work a gateway request triggers (route + answer), in-process, no Ray, no HTTP."""
-    router, tier1 = Router.from_settings(settings), Tier1Models.from_settings(settings)
+    router = Router.from_settings(settings)
+    tier1 = Tier1Models.from_settings(settings, router.encoder, router.faq)
     times = []
     for i in range(n + 50):
         text = TIER1_PROMPTS[i % len(TIER1_PROMPTS)]
         started = time.perf_counter()
         (d,) = router.route_batch([RouteInput(text)])
-        if d.task in TIER1_TASKS:
-            tier1.answer_batch([Tier1Request(d.task, text, d.embedding, d.entities)])
+        if d.tier == 1:
+            tier1.answer_batch([d.tier1_request(text)])
         if i >= 50:
             times.append(time.perf_counter() - started)
     return summary(times)

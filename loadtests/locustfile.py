@@ -17,8 +17,9 @@ import uuid
 
 from locust import HttpUser, between, task
 
-TIER1 = ["Product is great!", "Meet John at Paris cafe on Monday.", "What is our return policy?",
-         "The delivery was late and the box was crushed.", "How long does shipping take?"]
+TIER1 = ["Product is great!", "What is our return policy?", "How long does shipping take?",
+         "Classify as positive, negative or neutral: 'The delivery was late and the box was crushed.'",
+         "Extract the people and places: Angela visited the Berlin office of Siemens last Tuesday."]
 TIER3 = ["Compare these two business strategies.", "Write a professional follow-up."]
 
 

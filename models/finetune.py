@@ -22,7 +22,8 @@ import numpy as np
 
 from models import datasets as ds
 from models.encoder import casing_types, load_tokenizer, word_offsets
-from models.instruction_data import RequestExample, build_requests, reader_text
+from models.instruction_data import RequestExample, build_requests
+from models.request import reader_text
 from models.labels import (
     CONLL_TAGS,
     SENTIMENT2,
@@ -237,7 +238,7 @@ class TrainConfig:
     encoder_lr: float = 5e-5
     head_lr: float = 1e-3
     warmup: float = 0.05
-    distill_weight: float = 10.0
+    distill_weight: float = 50.0
     threads: int = 2
     limit: int | None = None  # rows per source, for a quick smoke run
 
@@ -364,7 +365,7 @@ def _teacher_targets(teacher, features: list[Features], batch: list[int], cache:
     return torch.stack([cache[i] for i in batch])
 
 
-def _batch_loss(model, batch: list[Features], teacher: "torch.Tensor", distill_weight: float):
+def _batch_loss(model, batch: list[Features], teacher, distill_weight: float):
     import torch
     import torch.nn.functional as F
 

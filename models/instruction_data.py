@@ -42,10 +42,10 @@ import yaml
 from models import datasets as ds
 from models.entities import PATTERNS
 from models.labels import TASKS, WNUT_CANONICAL
-from models.request import ENTITY_TYPES
+from models.request import ENTITY_TYPES, reader_text
 
 __all__ = ["ENTITY_TYPES", "TASKS", "Pools", "RequestExample", "build_requests", "leak_check", "load_pools",
-           "read_fixture", "reader_text", "template_split", "write_fixture"]
+           "read_fixture", "template_split", "write_fixture"]
 
 TEMPLATES_PATH = Path(__file__).resolve().parent / "data" / "instruction_templates.yaml"
 SPLITS = ("train", "calib", "test")
@@ -113,12 +113,6 @@ class RequestExample:
         return cls(**{**row, "payload": tuple(row["payload"]) if row["payload"] is not None else None,
                       "labels": pairs(row["labels"]), "etypes": pairs(row["etypes"]),
                       "gold_entities": pairs(row["gold_entities"]), "entity_types": tuple(row["entity_types"])})
-
-
-def reader_text(system: str, user: str) -> str:
-    """The single text the encoder reads for a request: the user message alone when there is no system
-    prompt, else system + "\\n\\n" + user."""
-    return f"{system}\n\n{user}" if system else user
 
 
 # -- templates ----------------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from torch import nn
 from models.heads import LinearHead
 
 SCORER_DIM = 128
+# The label scorer starts from what the embedding space already knows: the cosine of the payload and the
+# label states, scaled; a learned bilinear term adds what the request's wording says.
+COSINE_SCALE = 10.0
 
 
 class MultiTaskModel(nn.Module):
@@ -45,9 +48,11 @@ class MultiTaskModel(nn.Module):
         return self.encoder(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
 
     def label_scores(self, cls: torch.Tensor, payload: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scores of ``labels`` ``[n, dim]`` for one request from its [CLS] and mean payload states."""
+        """Scores of ``labels`` ``[n, dim]`` (each label span's mean state) for one request, from its [CLS]
+        and mean payload states (``models/tier1.py::label_logits`` is the same in numpy)."""
         query = self.label_query(torch.cat([cls, payload]))
-        return self.label_key(labels) @ query / SCORER_DIM**0.5
+        cosine = torch.nn.functional.cosine_similarity(labels, payload[None, :], dim=-1)
+        return COSINE_SCALE * cosine + self.label_key(labels) @ query / SCORER_DIM**0.5
 
     def linear_heads(self, labels: dict[str, tuple[str, ...]]) -> dict[str, LinearHead]:
         """The heads as numpy :class:`LinearHead` objects for serving, with their class names."""

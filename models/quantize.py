@@ -121,7 +121,6 @@ def _cpuid_flags() -> tuple[dict[str, bool], int]:
         xcr0 = ctypes.CFUNCTYPE(ctypes.c_uint64)(base + 64)() if ecx1 >> 27 & 1 else 0
         _, ebx7, ecx7, edx7 = leaf(7) if max_leaf >= 7 else (0, 0, 0, 0)
         eax71 = leaf(7, 1)[0] if max_leaf >= 7 else 0
-        del cpuid, regs
     finally:
         try:
             buf.close()

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 ENTITY_TYPES = ("PER", "ORG", "LOC", "MISC", "DATE", "TIME", "MONEY", "EMAIL", "PHONE", "URL", "PRODUCT", "WORK")
 
 
+def reader_text(system: str, user: str) -> str:
+    """The one text the encoder reads for a request: the user message alone when there is no system
+    prompt, else the system prompt, a blank line and the user message (the prompt may hold the instruction)."""
+    return f"{system}\n\n{user}" if system else user
+
+
 @dataclass(frozen=True)
 class RequestView:
     """The parts of a chat request that decide whether and how tier 1 may answer it.

@@ -21,17 +21,12 @@ from models.entities import PII_TYPES, Entity, EntityTagger, pattern_entities
 from models.faq import FaqIndex, FaqMatch
 from models.labels import TASKS, sentiment_label_map
 from models.reader import Reading, RequestReader
-from models.request import ParsedRequest
+from models.request import ParsedRequest, reader_text
 from models.rules import RuleEngine
-from models.tier1 import RequestPass, load_heads
+from models.tier1 import TIER1_TASKS, RequestPass, Tier1Request, load_heads
 
 TASK_TIER = {"sentiment": 1, "classify": 1, "entities": 1, "intent": 1, "faq": 1, "generation": 2, "reasoning": 3}
 ASKED_TIER1 = frozenset({"sentiment", "classify", "entities", "intent"})
-
-
-def reader_text(system: str, user: str) -> str:
-    """The one text the encoder reads for a request: the system prompt, if any, then the user message."""
-    return f"{system}\n\n{user}" if system else user
 
 
 @dataclass(frozen=True)
@@ -62,6 +57,16 @@ class RouteDecision:
     features: RequestPass | None = None
     entities: list[Entity] = field(default_factory=list)
     embedding: np.ndarray | None = None
+
+    def tier1_request(self, text: str) -> Tier1Request:
+        """The tier-1 job this decision stands for; ``text`` is the newest user message. A decision for
+        another tier (a client that pinned the tier-1 model) gets the likeliest tier-1 task."""
+        if self.intent_response is not None:
+            return Tier1Request("intent_response", text, intent=self.intent, response=self.intent_response)
+        task = self.task
+        if task not in TIER1_TASKS:
+            task = max(("sentiment", "entities", "intent", "faq"), key=lambda t: self.scores.get(t, 0.0))
+        return Tier1Request(task, text, parsed=self.parsed, features=self.features)
 
     def explain(self) -> dict:
         """The JSON-ready scores and signals behind the decision."""

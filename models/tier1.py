@@ -26,7 +26,19 @@ from models.request import ParsedRequest
 from models.rules import RuleEngine
 
 TIER1_TASKS = ("sentiment", "classify", "entities", "intent", "faq", "rule", "intent_response")
+# As in models/multitask.py (torch is not a serving dependency).
 SCORER_DIM = 128
+COSINE_SCALE = 10.0
+
+
+def label_logits(heads: dict[str, LinearHead], cls: np.ndarray, payload: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The label scorer: how well each label (``labels``: each label span's mean state) fits the payload
+    (its mean state), read with the request's [CLS] state; the cosine of payload and label plus a learned
+    bilinear term (``models/multitask.py``)."""
+    query = heads["label_query"].logits(np.concatenate([cls, payload])[None, :])[0]
+    keys = heads["label_key"].logits(labels)
+    cosine = labels @ payload / (np.linalg.norm(labels, axis=1) * np.linalg.norm(payload) + 1e-8)
+    return COSINE_SCALE * cosine + keys @ query / SCORER_DIM**0.5
 
 
 @dataclass
@@ -166,9 +178,8 @@ class Tier1Models:
             return Tier1Answer("classify", {"labels": parsed.labels}, 0.0, True,
                                "the request names fewer than two labels to choose from")
         payload = f.tokens[f.payload_pieces].mean(axis=0) if f.payload_pieces else f.pooled
-        query = self.heads["label_query"].logits(np.concatenate([f.cls, payload])[None, :])[0]
-        keys = self.heads["label_key"].logits(np.stack([f.tokens[p].mean(axis=0) for p in f.label_pieces]))
-        p = self.calibration.probs("labels", (keys @ query / SCORER_DIM**0.5)[None, :])[0]
+        labels = np.stack([f.tokens[p].mean(axis=0) for p in f.label_pieces])
+        p = self.calibration.probs("labels", label_logits(self.heads, f.cls, payload, labels)[None, :])[0]
         best = int(p.argmax())
         result = {"label": parsed.labels[best], "canonical": parsed.labels[best],
                   "scores": {l: round(float(s), 4) for l, s in zip(parsed.labels, p)}}

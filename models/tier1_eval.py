@@ -16,7 +16,7 @@ import numpy as np
 
 from models import datasets as ds
 from models.calibration import Calibration, HeadCalibration, calibrate_head, summarise
-from models.encoder import Encoder, casing_types
+from models.encoder import Encoder
 from models.entities import EntityTagger
 from models.heads import LinearHead, softmax
 from models.labels import SENTIMENT2, SENTIMENT3, TASKS
@@ -140,7 +140,7 @@ def calibrate_all(encoder_dir: Path, heads_dir: Path) -> Calibration:
 
 
 def _reader(ex) -> str:
-    from models.router import reader_text
+    from models.request import reader_text
 
     return reader_text(ex.system, ex.user)
 
@@ -167,18 +167,15 @@ def _calibrate_task(logits: np.ndarray, gold: np.ndarray) -> HeadCalibration:
 
 def label_scores(runner: HeadRunner, reader, text: str) -> tuple[list[str], np.ndarray | None]:
     """The labels a request names, as read, and the scorer's raw scores for them (None: unreadable)."""
-    from models.tier1 import SCORER_DIM
+    from models.tier1 import label_logits
 
-    heads = runner.heads
     cls, tokens, offsets, _ = runner.states(text)
     reading = reader.read(text, "classify", {}, tokens, offsets)
     names = reading.parsed.labels
     if len(names) < 2 or not reading.payload_pieces:
         return names, None
-    payload = tokens[reading.payload_pieces].mean(axis=0)
-    query = heads["label_query"].logits(np.concatenate([cls, payload])[None, :])[0]
-    keys = heads["label_key"].logits(np.stack([tokens[p].mean(axis=0) for p in reading.label_pieces]))
-    return names, keys @ query / SCORER_DIM**0.5
+    labels = np.stack([tokens[p].mean(axis=0) for p in reading.label_pieces])
+    return names, label_logits(runner.heads, cls, tokens[reading.payload_pieces].mean(axis=0), labels)
 
 
 def _calibrate_labels(runner: HeadRunner, heads, calib, fitted) -> HeadCalibration:

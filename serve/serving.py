@@ -23,7 +23,7 @@ from models.answer_format import CannotRender, render
 from models.encoder import load_tokenizer
 from models.request import RequestView
 from models.router import RouteDecision, RouteInput
-from models.tier1 import TIER1_TASKS, Tier1Answer, Tier1Request
+from models.tier1 import Tier1Answer, Tier1Request
 from serve import metrics
 from serve.constraints import tier1_blocker
 from serve.errors import ApiError
@@ -251,7 +251,7 @@ class ChatService:
         tier1_answer: Tier1Answer | None = None
         content, low_confidence = None, False
         if choice.tier == 1:
-            tier1_answer = await self.tier1.answer(self.tier1_request(decision, turn))
+            tier1_answer = await self.tier1.answer(decision.tier1_request(turn.view.user))
             content, choice, low_confidence = self._settle_tier1(tier1_answer, decision, choice, turn)
         info = self._info(decision, choice, self.model_of(choice.tier), turn, low_confidence=low_confidence or None)
         headers = {"X-Tierwise-Tier": str(choice.tier), "X-Tierwise-Model": info.model}
@@ -282,17 +282,6 @@ class ChatService:
                         completion.completion_tokens or self.count(completion.content),
                         finish_reason=completion.finish_reason or "stop")
         return await self._finish(turn, info, answer, headers, started)
-
-    def tier1_request(self, decision: RouteDecision, turn: Turn) -> Tier1Request:
-        """Tier 1's job for a decision: the task, the newest user message, and the router's reading and pass."""
-        if decision.intent_response is not None:
-            return Tier1Request("intent_response", turn.view.user, intent=decision.intent,
-                                response=decision.intent_response)
-        task = decision.task
-        if task not in TIER1_TASKS:
-            # A client that forced the tier-1 model on a generative request gets the likeliest tier-1 task.
-            task = max(TASK_ENDPOINTS, key=lambda t: decision.scores.get(t, 0.0))
-        return Tier1Request(task, turn.view.user, parsed=decision.parsed, features=decision.features)
 
     def _settle_tier1(self, ans: Tier1Answer, decision: RouteDecision, choice: TierChoice,
                       turn: Turn) -> tuple[str | None, TierChoice, bool]:

@@ -14,7 +14,8 @@ import pytest
 
 from models import datasets as ds
 from models import instruction_data as idata
-from models.instruction_data import ENTITY_TYPES, TASKS, EntityRow, Pools, TextRow, reader_text
+from models.instruction_data import ENTITY_TYPES, TASKS, EntityRow, Pools, TextRow
+from models.request import reader_text
 from models.labels import canonical_sentiment
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "requests_fixture.jsonl"

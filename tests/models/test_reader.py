@@ -97,7 +97,7 @@ def test_no_payload_run_means_no_payload():
 def test_trained_reading_on_held_out_fixture_requests(router):
     """The fixture holds 200 requests of the held-out split (templates and texts never trained on)."""
     from models.instruction_data import read_fixture
-    from models.router import reader_text
+    from models.request import reader_text
 
     examples = read_fixture(FIXTURE)
     tier1 = [ex for ex in examples if ex.task in ("sentiment", "classify", "entities", "intent")]

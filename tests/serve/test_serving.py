@@ -251,7 +251,7 @@ async def test_route_endpoint_shows_the_blocker(make):
     assert info.tier == 3 and "looks es" in info.reason
 
 
-async def test_route_input_is_the_newest_user_text_and_the_context(make):
+async def test_route_input_is_the_newest_user_text_the_system_prompt_and_the_context(make):
     svc = make()
     req = parse_body(ChatCompletionRequest, {"model": "auto", "messages": [
         {"role": "system", "content": "Be brief."},
@@ -259,7 +259,8 @@ async def test_route_input_is_the_newest_user_text_and_the_context(make):
         {"role": "assistant", "content": "A cat."},
         {"role": "user", "content": "Cute?"}]})
     turn = await svc.prepare(req, None)
-    assert svc.route_input(turn) == RouteInput("Cute?", "Be brief.\nWhat is this?\nA cat.")
+    # The system prompt is read with the message (it may hold the instruction), not as earlier context.
+    assert svc.route_input(turn) == RouteInput("Cute?", "What is this?\nA cat.", "Be brief.")
     assert turn.view.context == "What is this?\nA cat." and turn.view.system == "Be brief."
 
 
