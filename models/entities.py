@@ -102,15 +102,20 @@ class EntityTagger:
         self.head = head
         self.types = {t: WNUT_CANONICAL.get(t, t) for t in {l.split("-", 1)[1] for l in head.labels if l != "O"}}
 
-    def tag(self, text: str, states: np.ndarray, offsets, word_ids, start: int = 0,
-            end: int | None = None) -> tuple[list[Entity], float]:
-        """Entities among the words inside characters ``[start, end)``, and the least sure word decision's
-        probability (how sure the tagger is of the whole answer, "no entity here" included)."""
+    def tag(self, text: str, states: np.ndarray, offsets, word_ids, start: int = 0, end: int | None = None,
+            types: list[str] | None = None) -> tuple[list[Entity], float]:
+        """Entities among the words inside characters ``[start, end)`` (of the canonical ``types`` only,
+        when given), and how sure the tagger is of that whole answer, "no entity here" included: the least
+        sure word decision (with ``types``, the decision whether a word is one of them)."""
         end = len(text) if end is None else end
         spans = [s for s in word_spans(offsets, word_ids) if s[1] >= start and s[2] <= end]
         if not spans:
             return [], 1.0
         probs = self.head.predict_proba(states[[s[0] for s in spans]])
-        entities = decode_bio(text, spans, probs, self.head.labels)
-        return ([Entity(e.text, self.types[e.type], e.start, e.end, e.confidence) for e in entities],
-                float(probs.max(axis=1).min()))
+        entities = [Entity(e.text, self.types[e.type], e.start, e.end, e.confidence)
+                    for e in decode_bio(text, spans, probs, self.head.labels)]
+        if types is None:
+            return entities, float(probs.max(axis=1).min())
+        asked = [i for i, label in enumerate(self.head.labels) if label != "O" and self.types[label[2:]] in types]
+        inside = probs[:, asked].sum(axis=1)
+        return [e for e in entities if e.type in types], float(np.maximum(inside, 1 - inside).min())

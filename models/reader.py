@@ -64,18 +64,126 @@ class Reading:
     unknown_types: list[str] = field(default_factory=list)
 
 
-def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """``(kind, first_piece, last_piece)`` runs from BIO piece tags; a stray I-X opens a new run."""
+_KINDS = ("O", "PAY", "LAB", "TYP")
+# What may separate the items of a label list ("a, b or c", "a/b/c", "a | b", "a; b", one per line).
+_LIST_SEPARATORS = re.compile(r"\s*(?:,\s*(?:or|and)\s+|,|\s+or\s+|/|\||;|\n+|•)\s*", re.I)
+_BETWEEN_LABELS = re.compile(r"^[\s,;/|•\-\n\"'“”‘’«»()\[\]{}]*(?:(?:or|and|nor)[\s,;/|\"'“”‘’«»()\[\]{}]*)?$", re.I)
+
+
+def _runs(probs: np.ndarray, split: bool = True) -> list[tuple[str, int, int]]:
+    """``(kind, first_piece, last_piece)`` runs from the span head's probabilities: each piece takes the
+    kind with the most mass (B and I together), and (with ``split``) a run of one kind splits where a piece
+    is likelier to begin an item than to continue one (two labels side by side)."""
+    kinds = np.stack([probs[:, 0]] + [probs[:, 2 * k - 1] + probs[:, 2 * k] for k in (1, 2, 3)], axis=1)
     runs: list[list] = []
-    for i, tag in enumerate(tags):
-        if tag == "O":
+    for i, k in enumerate(kinds.argmax(axis=1)):
+        kind = _KINDS[k]
+        if kind == "O":
             continue
-        prefix, kind = tag.split("-", 1)
-        if prefix == "I" and runs and runs[-1][0] == kind and runs[-1][2] == i - 1:
+        begins = split and probs[i, 2 * k - 1] > probs[i, 2 * k]
+        if runs and runs[-1][0] == kind and runs[-1][2] == i - 1 and not begins:
             runs[-1][2] = i
         else:
             runs.append([kind, i, i])
     return [tuple(r) for r in runs]
+
+
+def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """``(kind, first_piece, last_piece)`` runs from BIO piece tags; a stray I-X opens a new run."""
+    probs = np.zeros((len(tags), len(SPAN_TAGS)))
+    for i, tag in enumerate(tags):
+        probs[i, SPAN_TAGS.index(tag)] = 1.0
+    return _runs(probs)
+
+
+_WORD = re.compile(r"[\w'’-]+")
+_FUNCTION_WORDS = frozenset({"the", "a", "an", "all", "any", "every", "each", "named", "mentioned", "of", "in", "and",
+                             "or", "here", "there", "this", "that", "these", "those", "its", "their"})
+# One more list item before the list the head found: a short phrase after a cue (":", "(", "as", "into"…).
+_ITEM_BEFORE = re.compile(r"(?:^|[\s:(\[\"“'])((?:[\w'’-]+\s+){0,2}[\w'’-]+)"
+                          r"((?:\s*,\s*|\s+or\s+|\s*/\s*|\s*\|\s*|\s*;\s*))$", re.I)
+# One more list item after the list the head found, up to where the list ends.
+_ITEM_AFTER = re.compile(r"^((?:\s*,\s*(?:or|and)\s+|\s*,\s*|\s+or\s+|\s*/\s*|\s*\|\s*|\s*;\s*|\n\s*(?:[-*•]|\d+[.)])\s*))"
+                         r"([^\n.?!:;,/|()\[\]\"“”«»]{1,40}?)(?=\s*(?:[\n.?!:;,/|)\]\"“”«»']|$|\s+or\s))", re.I)
+
+
+def _snap_to_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """A span widened to whole words (word pieces never split a label)."""
+    while start > 0 and _WORD.match(text[start - 1]) and _WORD.match(text[start]):
+        start -= 1
+    while end < len(text) and _WORD.match(text[end]) and _WORD.match(text[end - 1]):
+        end += 1
+    return start, end
+
+
+def _label_p(probs: np.ndarray, offsets, start: int, end: int) -> float:
+    """The span head's mean label probability over the pieces of ``[start, end)``."""
+    pieces = [i for i, (a, b) in enumerate(offsets) if a >= start and b <= end and b > a]
+    return float((probs[pieces, 3] + probs[pieces, 4]).mean()) if pieces else 0.0
+
+
+def _item_before_is_label(text: str, match: re.Match, probs: np.ndarray, offsets) -> bool:
+    """Whether the phrase before a list separator is one more label: the head gives some word of it at
+    least a little label probability (it is a list item, not the instruction's words)."""
+    words = list(re.finditer(r"[\w'’-]+", match.group(1)))
+    return any(_label_p(probs, offsets, match.start(1) + w.start(), match.start(1) + w.end()) >= 0.02 for w in words)
+
+
+def _first_label_word(phrase: str, at: int, probs: np.ndarray, offsets, text: str) -> int:
+    """Offset, within ``phrase``, of its first word the head gives label probability (the words before it
+    are the instruction's: "as *complaint*")."""
+    for w in re.finditer(r"[\w'’-]+", phrase):
+        if _label_p(probs, offsets, at + w.start(), at + w.end()) >= 0.02:
+            return w.start()
+    return 0
+
+
+def _label_items(text: str, probs: np.ndarray, offsets) -> list[tuple[int, int]]:
+    """Character spans of the labels a request offers.
+
+    The head says where the list is: pieces it tags as labels, grown to neighbours it gives some label
+    probability and to list separators between them (hysteresis, so one unsure word does not cut a list);
+    the list with the most label pieces wins. The list's own separators (exact) then split it, and an item
+    the head left out at the end (up to the punctuation that closes the list) is taken too.
+    """
+    label_p = probs[:, 3] + probs[:, 4]
+    strong = label_p >= np.maximum(probs[:, 0], np.maximum(probs[:, 1] + probs[:, 2], probs[:, 5] + probs[:, 6]))
+    if not strong.any():
+        return []
+    words = [text[a:b] for a, b in offsets]
+    member = (label_p >= 0.15) | np.array([_BETWEEN_LABELS.match(w) is not None for w in words])
+    groups, current = [], []
+    for i in range(len(offsets)):
+        if member[i]:
+            current.append(i)
+        elif current:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    groups = [g for g in groups if strong[g].any()]
+    group = max(groups, key=lambda g: int(strong[g].sum()))
+    while group and label_p[group[0]] < 0.15:
+        group = group[1:]
+    while group and label_p[group[-1]] < 0.15:
+        group = group[:-1]
+    start, end = _snap_to_words(text, offsets[group[0]][0], offsets[group[-1]][1])
+    while (more := _ITEM_AFTER.match(text[end:])) and not _BETWEEN_LABELS.match(more.group(2)):
+        end += more.end()
+    while (more := _ITEM_BEFORE.search(text[:start])) and _item_before_is_label(text, more, probs, offsets):
+        start = more.start(1) + _first_label_word(more.group(1), more.start(1), probs, offsets, text)
+    items, cursor = [], start
+    for piece in _LIST_SEPARATORS.split(text[start:end]):
+        at = text.find(piece, cursor, end)
+        cursor = at + len(piece)
+        left, right = at, at + len(piece)
+        while left < right and text[left] in _EDGE:
+            left += 1
+        while right > left and text[right - 1] in _EDGE:
+            right -= 1
+        if right > left:
+            items.append((left, right))
+    return items
 
 
 class RequestReader:
@@ -95,23 +203,22 @@ class RequestReader:
         """Parse ``text`` (its piece states ``tokens`` and character ``offsets``, without [CLS]/[SEP]) as a
         request for ``task``."""
         probs = self.span_head.predict_proba(tokens) if len(tokens) else np.zeros((0, len(SPAN_TAGS)))
-        tags = [SPAN_TAGS[i] for i in probs.argmax(axis=1)]
-        runs = _spans(tags)
-        pay = [(a, b) for kind, a, b in runs if kind == "PAY"]
-        payload_span = self._payload(text, pay, offsets)
+        pay = [(a, b) for kind, a, b in _runs(probs, split=False) if kind == "PAY"]
+        payload_span = self._payload(text, pay, offsets, probs[:, 1] + probs[:, 2])
         labels, label_pieces = [], []
-        for kind, a, b in runs:
-            if kind != "LAB":
-                continue
-            name = text[offsets[a][0] : offsets[b][1]].strip(_EDGE)
-            if name and name.lower() not in (l.lower() for l in labels):
+        for start, end in _label_items(text, probs, offsets) if len(probs) else []:
+            name = text[start:end].strip(_EDGE)
+            pieces = [i for i, (s, e) in enumerate(offsets) if s >= start and e <= end and e > s]
+            if name and pieces and name.lower() not in (l.lower() for l in labels):
                 labels.append(name)
-                label_pieces.append(list(range(a, b + 1)))
+                label_pieces.append(pieces)
         types, names, unknown = [], {}, []
-        for kind, a, b in runs:
+        for kind, a, b in _runs(probs, split=False):
             if kind != "TYP":
                 continue
-            phrase = text[offsets[a][0] : offsets[b][1]].strip(_EDGE)
+            phrase = text[slice(*_snap_to_words(text, offsets[a][0], offsets[b][1]))].strip(_EDGE)
+            if not set(phrase.lower().split()) - _FUNCTION_WORDS:
+                continue
             canonical = entity_type_of(phrase)
             if canonical is None:
                 unknown.append(phrase)
@@ -130,16 +237,18 @@ class RequestReader:
         return Reading(parsed, task_scores, pieces, label_pieces, unknown)
 
     @staticmethod
-    def _payload(text: str, runs: list[tuple[int, int]], offsets) -> tuple[int, int] | None:
-        """The payload's character span: the predicted runs joined when only punctuation and quotes lie
-        between them (a quote splits a payload in two runs), else the longest; snapped to the quotes
-        around it, when the head put it inside a quoted segment."""
+    def _payload(text: str, runs: list[tuple[int, int]], offsets, payload_p: np.ndarray) -> tuple[int, int] | None:
+        """The payload's character span: the predicted runs joined when only punctuation and quotes, or a
+        few doubted words, lie between them; else the longest; snapped to the quotes around it, when the
+        head put it inside a quoted segment."""
         if not runs:
             return None
         merged = [list(runs[0])]
         for a, b in runs[1:]:
             gap = text[offsets[merged[-1][1]][1] : offsets[a][0]]
-            if not gap.strip(_EDGE):
+            # A payload is one stretch of text: a word or two the head doubted inside it stays in it.
+            doubted = a - merged[-1][1] <= 4 and (payload_p[merged[-1][1] + 1 : a] >= 0.2).all()
+            if not gap.strip(_EDGE) or (doubted and not re.search(r"[\n:\"“”«»]", gap)):
                 merged[-1][1] = b
             else:
                 merged.append([a, b])
@@ -148,10 +257,19 @@ class RequestReader:
         for m in _QUOTED.finditer(text):
             q_start, q_end = m.start(2), m.end(2)
             overlap = min(end, q_end) - max(start, q_start)
-            if overlap > 0 and overlap >= 0.5 * min(end - start, q_end - q_start):
+            # Snap only to a quote that holds most of the prediction: a short quote inside a payload
+            # ("… not an "hysterical woman", you …") is part of it, not the payload.
+            if overlap > 0 and overlap >= 0.5 * (end - start):
                 return q_start, q_end
         while start < end and text[start] in _EDGE:
             start += 1
         while end > start and text[end - 1] in _EDGE.replace(".", "").replace("!", "").replace("?", ""):
             end -= 1
+        # The head is least sure where a payload begins and ends: a lone word between a line start and
+        # the payload is its first word, and the sentence's closing punctuation belongs to it.
+        line_start = text.rfind("\n", 0, start) + 1
+        if re.fullmatch(r"[\w'’-]+\s+", text[line_start:start]):
+            start = line_start
+        while end < len(text) and text[end] in ".!?…":
+            end += 1
         return (start, end) if end > start else None

@@ -27,6 +27,17 @@ from models.tier1 import TIER1_TASKS, RequestPass, Tier1Request, load_heads
 
 TASK_TIER = {"sentiment": 1, "classify": 1, "entities": 1, "intent": 1, "faq": 1, "generation": 2, "reasoning": 3}
 ASKED_TIER1 = frozenset({"sentiment", "classify", "entities", "intent"})
+# Sentiment is classification into a sentiment scale: the task head is sure a label is asked for, and the
+# labels the request names (exactly) say which kind.
+LABEL_TASKS = ("sentiment", "classify")
+
+
+def asked_task(scores: dict[str, float]) -> tuple[str, float]:
+    """The task a request asks for and its probability, sentiment and classification taken together."""
+    task = max(scores, key=scores.get)
+    if task in LABEL_TASKS:
+        return task, sum(scores[t] for t in LABEL_TASKS)
+    return task, scores[task]
 
 
 @dataclass(frozen=True)
@@ -157,12 +168,12 @@ class Router:
     def _decide(self, item: RouteInput, scores: dict[str, float], f: RequestPass, user: RequestPass) -> RouteDecision:
         (match,) = self.faq.best(user.pooled[None, :])
         faq = {"faq_id": match.entry.id, "faq_score": match.score}
-        task = max(scores, key=scores.get)
-        confidence = scores[task]
+        task, confidence = asked_task(scores)
         rule = self.rules.match(item.text)
         if rule:
             return RouteDecision("rule", 1, 1.0, f"rule '{rule.name}' matched", scores, rule=rule.name, **faq)
-        if task in ASKED_TIER1:
+        asked = task in ASKED_TIER1
+        if asked and confidence >= self._threshold("task"):
             return self._asked(task, confidence, scores, f, faq)
         if match.score >= self.thresholds.faq_min_score:
             return RouteDecision("faq", 1, match.score, f"FAQ entry '{match.entry.id}' matched "
@@ -172,21 +183,24 @@ class Router:
             response = self.intent_responses[intent].format(intent=intent)
             return RouteDecision("intent", 1, p_intent, f"intent '{intent}' (p={p_intent:.2f}) has a configured "
                                  "response", scores, intent=intent, intent_response=response, **faq)
+        if asked:
+            generative = max(("generation", "reasoning"), key=scores.get)
+            return RouteDecision(generative, TASK_TIER[generative], 1 - confidence,
+                                 f"classifier: {task} asked (p={confidence:.2f}), below the task threshold "
+                                 f"{self._threshold('task'):.2f}: unsure what is asked", scores, **faq)
         return self._generative(task, confidence, scores, match, intent, p_intent, faq)
 
     def _asked(self, task: str, confidence: float, scores: dict[str, float], f: RequestPass, faq: dict) -> RouteDecision:
         """A request asking for a tier-1 task: read it, and keep it on tier 1 only if it reads right."""
         generative = max(("generation", "reasoning"), key=scores.get)
         reason = f"classifier: {task} asked (p={confidence:.2f})"
-        threshold = self._threshold("task")
-        if confidence < threshold:
-            return RouteDecision(generative, TASK_TIER[generative], 1 - confidence,
-                                 f"{reason}, below the task threshold {threshold:.2f}: unsure what is asked", scores, **faq)
         reading = self.reader.read(f.text, task, scores, f.tokens, f.offsets)
         parsed = reading.parsed
-        if task == "sentiment" and parsed.labels and sentiment_label_map(parsed.labels) is None:
-            task = parsed.task = "classify"
-            reason += f"; the labels {parsed.labels} are not a sentiment scale: classification"
+        if task in LABEL_TASKS:
+            # Labels that form a sentiment scale, or none when sentiment itself was asked, mean sentiment.
+            scale = sentiment_label_map(parsed.labels) is not None if parsed.labels else task == "sentiment"
+            task = parsed.task = "sentiment" if scale else "classify"
+            reason += f"; labels {parsed.labels}: {'a sentiment scale' if scale else 'classification'}" if parsed.labels else ""
         problem = self._unreadable(task, reading)
         if problem:
             return RouteDecision(task, TASK_TIER[generative], confidence, f"{reason}; {problem}", scores,

@@ -192,14 +192,18 @@ class Tier1Models:
 
     def extract(self, f: RequestPass, payload: str, types: list[str]) -> tuple[list[Entity], float]:
         """Entities of the asked ``types`` (all when empty) in the payload pieces, with the request's
-        confidence: the least sure word decision among the payload's words."""
+        confidence: the least sure word decision among the payload's words, about the types asked (the
+        patterns' types are exact)."""
         pieces = f.payload_pieces or list(range(len(f.tokens)))
         start = f.offsets[pieces[0]][0] if pieces else 0
         end = f.offsets[pieces[-1]][1] if pieces else 0
-        found, confidence = self.conll.tag(f.text, f.tokens, f.offsets, f.word_ids, start, end)
-        if set(types) & {"PRODUCT", "WORK"}:
-            extra, extra_conf = self.wnut.tag(f.text, f.tokens, f.offsets, f.word_ids, start, end)
-            found += [e for e in extra if e.type in ("PRODUCT", "WORK")]
+        learned = [t for t in types if t in self.conll.types.values()] if types else None
+        found, confidence = ([], 1.0) if learned == [] else self.conll.tag(
+            f.text, f.tokens, f.offsets, f.word_ids, start, end, learned)
+        emerging = [t for t in types if t in ("PRODUCT", "WORK")]
+        if emerging:
+            extra, extra_conf = self.wnut.tag(f.text, f.tokens, f.offsets, f.word_ids, start, end, emerging)
+            found += extra
             confidence = min(confidence, extra_conf)
         patterns = [Entity(e.text, e.type, e.start + start, e.end + start, 1.0)
                     for e in pattern_entities(f.text[start:end])]

@@ -19,7 +19,7 @@ from models.calibration import Calibration, HeadCalibration, calibrate_head, sum
 from models.encoder import Encoder
 from models.entities import EntityTagger
 from models.heads import LinearHead, softmax
-from models.labels import SENTIMENT2, SENTIMENT3, TASKS
+from models.labels import CONLL_TYPES, SENTIMENT2, SENTIMENT3, TASKS
 from models.tier1 import load_heads
 
 CALIBRATED_HEADS = ("sentiment2", "sentiment3", "banking77", "clinc150", "task", "entities", "labels")
@@ -46,11 +46,6 @@ class HeadRunner:
     def sentence_logits(self, head: str, texts: list[str]) -> np.ndarray:
         """``[rows, classes]`` logits of a [CLS] head."""
         return self.heads[head].logits(np.stack([self.states(t)[0] for t in texts]))
-
-    def tag(self, head: str, text: str):
-        """Entities and the least sure word decision of one text, by a token head."""
-        _, tokens, offsets, word_ids = self.states(text)
-        return EntityTagger(self.heads[head]).tag(text, tokens, offsets, word_ids)
 
     def clear(self) -> None:
         """Forget cached passes (they hold every piece state)."""
@@ -85,15 +80,19 @@ def calibration_sets(heads: dict[str, LinearHead]) -> list[SentenceSet]:
 
 
 def entity_confidence_rows(runner: HeadRunner, sentences: list[ds.TaggedSentence]) -> tuple[np.ndarray, np.ndarray]:
-    """Per sentence: the tagger's confidence and whether its entity set is exactly the gold one."""
+    """Per sentence, asked for every type and for one type (rotating through CoNLL's four, as requests
+    name them): the tagger's confidence and whether its answer is exactly the gold one."""
     conf, correct = [], []
-    for s in sentences:
+    for k, s in enumerate(sentences):
         text, offsets = ds.detokenize_with_offsets(s.tokens)
-        entities, confidence = runner.tag("ner_conll", text)
         gold = {(text[a:b], t) for (a, b), t in _gold_entities(s.tags, offsets)}
-        # Overlapping gold spans are joined by text; compare the sets of (text, type).
-        conf.append(confidence)
-        correct.append({(e.text, e.type) for e in entities} == gold)
+        _, tokens, piece_offsets, word_ids = runner.states(text)
+        tagger = EntityTagger(runner.heads["ner_conll"])
+        for types in (None, [CONLL_TYPES[k % len(CONLL_TYPES)]]):
+            entities, confidence = tagger.tag(text, tokens, piece_offsets, word_ids, types=types)
+            want = gold if types is None else {g for g in gold if g[1] in types}
+            conf.append(confidence)
+            correct.append({(e.text, e.type) for e in entities} == want)
     return np.array(conf), np.array(correct)
 
 
@@ -157,12 +156,21 @@ def _calibrate_intent(logits: np.ndarray, gold: np.ndarray, oos: int) -> HeadCal
 
 def _calibrate_task(logits: np.ndarray, gold: np.ndarray) -> HeadCalibration:
     """The task head: temperature over all rows; threshold over rows predicted as a tier-1 ask, where a
-    wrong task means a wrong tier-1 answer."""
+    wrong task means a wrong tier-1 answer (sentiment and classification count as one ask, as the router
+    takes them: ``models/router.py::asked_task``)."""
+    from models.router import LABEL_TASKS, asked_task
+
     base = calibrate_head(logits, gold)
     p = softmax(logits / base.temperature)
-    pred = p.argmax(axis=1)
-    asked = np.isin(pred, [TASKS.index(t) for t in ("sentiment", "classify", "entities", "intent")])
-    return summarise(p.max(axis=1)[asked], (pred == gold)[asked], base.temperature)
+    merged = {TASKS.index(t): TASKS.index(LABEL_TASKS[0]) for t in LABEL_TASKS}
+    pred_task, confidence, correct = [], [], []
+    for row, g in zip(p, gold):
+        task, conf = asked_task(dict(zip(TASKS, row)))
+        pred_task.append(task)
+        confidence.append(conf)
+        correct.append(merged.get(TASKS.index(task), TASKS.index(task)) == merged.get(int(g), int(g)))
+    asked = np.isin(pred_task, ["sentiment", "classify", "entities", "intent"])
+    return summarise(np.array(confidence)[asked], np.array(correct)[asked], base.temperature)
 
 
 def label_scores(runner: HeadRunner, reader, text: str) -> tuple[list[str], np.ndarray | None]:
@@ -249,11 +257,11 @@ def sentence_head_figures(runner: HeadRunner, calibration: Calibration, name: st
             f"{name}.ece": round(expected_calibration_error(conf, pred == rows.gold), 4)}
 
 
-def clinc_figures(runner: HeadRunner, calibration: Calibration) -> dict:
+def clinc_figures(runner: HeadRunner, calibration: Calibration, limit: int | None = None) -> dict:
     """CLINC150 test: in-scope accuracy and out-of-scope recall, where an answer under the keep threshold
     counts as out of scope (what tier 1 does with it), plus the argmax figures without the threshold."""
     labels = runner.heads["clinc150"].labels
-    rows = ds.clinc150("test")
+    rows = ds.sample(ds.clinc150("test"), limit) if limit else ds.clinc150("test")
     texts = [t[:1].upper() + t[1:] for t, _ in rows]
     gold = np.array([labels.index(l) for _, l in rows])
     p = calibration.probs("clinc150", runner.sentence_logits("clinc150", texts))
@@ -304,7 +312,7 @@ def _repair_bio(tags: list[str]) -> list[str]:
     return out
 
 
-def faq_figures(encoder: Encoder, sample_faq_path: Path, faq_min_score: float) -> dict:
+def faq_figures(encoder: Encoder, sample_faq_path: Path, faq_min_score: float, limit: int | None = None) -> dict:
     """Top-1 retrieval on StackFAQ and JHU COVID (every entry's question and answer indexed, as a FAQ file
     lists them) and abstention of the sample FAQ on CLINC150's out-of-scope test queries."""
     from models.faq import FaqEntry, FaqIndex
@@ -314,11 +322,12 @@ def faq_figures(encoder: Encoder, sample_faq_path: Path, faq_min_score: float) -
 
     figures = {}
     for name, entries, queries in (_stackfaq(), _jhu()):
+        queries = ds.sample(queries, limit) if limit else queries
         index = FaqIndex([FaqEntry(i, q, a, (q, a)) for i, q, a in entries], embed)
         hits = [m.entry.id == gold for m, gold in zip(index.best(embed([q for q, _ in queries])), (g for _, g in queries))]
         figures[f"{name}.top1"] = round(float(np.mean(hits)), 4)
     sample = FaqIndex.from_path(sample_faq_path, embed)
-    oos = [t for t, l in ds.clinc150("test") if l == "oos"]
+    oos = [t for t, l in ds.clinc150("test") if l == "oos"][:limit]
     scores = np.array([m.score for m in sample.best(embed(oos))])
     figures["faq.abstention"] = round(float((scores < faq_min_score).mean()), 4)
     return figures
@@ -489,9 +498,10 @@ def head_latency(tier1, rounds: int = 200) -> dict:
     return figures
 
 
-def run_report(settings, out_dir: Path, max_requests: int | None = None) -> dict:
+def run_report(settings, out_dir: Path, max_requests: int | None = None, limit: int | None = None) -> dict:
     """``tierwise eval tier1``: every figure of the tier-1 report, written to ``out_dir/figures.json`` and
-    ``out_dir/report.md``; returns the figures."""
+    ``out_dir/report.md``; returns the figures. ``limit`` samples that many rows of each test set (a smoke
+    run); the report's figures use them all."""
     import asyncio
     import json
 
@@ -505,23 +515,28 @@ def run_report(settings, out_dir: Path, max_requests: int | None = None) -> dict
     calibration = Calibration.load(heads_dir / "calibration.json")
     encoder = Encoder(settings.encoder.model_dir, threads=1, device="cpu")
     runner = HeadRunner(encoder, heads)
+
+    def rows(items: list) -> list:
+        return ds.sample(items, limit) if limit else items
+
     figures: dict = {}
-    figures |= sentence_head_figures(runner, calibration, "sst2", sentence_set("sentiment2", ds.sst2("dev"), SENTIMENT2))
+    figures |= sentence_head_figures(runner, calibration, "sst2",
+                                     sentence_set("sentiment2", rows(ds.sst2("dev")), SENTIMENT2))
     figures |= {k.replace("sst2.", "sst2_test."): v for k, v in sentence_head_figures(
-        runner, calibration, "sst2", sentence_set("sentiment2", ds.sst2("test"), SENTIMENT2)).items()}
+        runner, calibration, "sst2", sentence_set("sentiment2", rows(ds.sst2("test")), SENTIMENT2)).items()}
     figures |= sentence_head_figures(runner, calibration, "sentiment3_tweeteval",
-                                     sentence_set("sentiment3", ds.tweeteval("sentiment", "test"), SENTIMENT3))
+                                     sentence_set("sentiment3", rows(ds.tweeteval("sentiment", "test")), SENTIMENT3))
     figures |= sentence_head_figures(runner, calibration, "banking77",
-                                     sentence_set("banking77", ds.banking77("test"), heads["banking77"].labels))
-    figures |= clinc_figures(runner, calibration)
-    figures["conll2003.f1"] = entity_f1(runner, "ner_conll", ds.conll2003("test"))
-    figures["wnut17.f1"] = entity_f1(runner, "ner_wnut", ds.wnut17_own_types("test"))
-    figures |= faq_figures(encoder, settings.tier1.faq_path, settings.tier1.faq_min_score)
+                                     sentence_set("banking77", rows(ds.banking77("test")), heads["banking77"].labels))
+    figures |= clinc_figures(runner, calibration, limit)
+    figures["conll2003.f1"] = entity_f1(runner, "ner_conll", rows(ds.conll2003("test")))
+    figures["wnut17.f1"] = entity_f1(runner, "ner_wnut", rows(ds.wnut17_own_types("test")))
+    figures |= faq_figures(encoder, settings.tier1.faq_path, settings.tier1.faq_min_score, limit)
     tier1 = Tier1Models.from_settings(settings, encoder)
-    figures |= head_latency(tier1)
+    figures |= head_latency(tier1, rounds=20 if limit else 200)
     examples = build_requests("test")
     if max_requests is not None:
-        examples = examples[:max_requests]
+        examples = ds.sample(examples, max_requests)
     outcomes = asyncio.run(answer_fit(settings, examples))
     figures |= answer_fit_figures(outcomes)
     figures["calibration"] = {name: calibration.get(name).__dict__ for name in CALIBRATED_HEADS}

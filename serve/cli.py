@@ -132,7 +132,8 @@ def train(only: list[str] = typer.Option(None, help="Steps to run (default all, 
           seed: int = typer.Option(0, help="Seed of the data sampling and of training"),
           config: Optional[Path] = ConfigOption) -> None:
     """Rebuild the multi-task encoder, its heads and their calibration from ``../shared/datasets`` (or
-    $TIERWISE_DATASETS): fine-tune (~55 minutes on 2 cores), export to int8 ONNX, calibrate."""
+    $TIERWISE_DATASETS): fine-tune (~60 minutes on 2 cores), export to int8 ONNX, refit the reading head, calibrate, refresh
+    the test fixtures."""
     from models.finetune import TrainConfig
     from models.train import STEPS, train_all
 
@@ -149,6 +150,7 @@ cli.add_typer(eval_cli, name="eval")
 
 @eval_cli.command("tier1")
 def eval_tier1(out: Path = typer.Option(..., "--out", help="Folder for report.md and figures.json"),
+               limit: Optional[int] = typer.Option(None, help="Rows sampled from each test set (a smoke run)"),
                max_requests: Optional[int] = typer.Option(None, help="Answer-fit requests to send (default: all "
                                                                      "of the held-out set)"),
                config: Optional[Path] = ConfigOption) -> None:
@@ -156,7 +158,7 @@ def eval_tier1(out: Path = typer.Option(..., "--out", help="Folder for report.md
     from models.tier1_eval import run_report
 
     logging.basicConfig(level=logging.INFO)
-    figures = run_report(_settings(config), out, max_requests)
+    figures = run_report(_settings(config), out, max_requests, limit)
     console.print(f"wrote {out / 'report.md'} and {out / 'figures.json'}")
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=2))
 
