@@ -65,6 +65,7 @@ class Reading:
 
 
 _KINDS = ("O", "PAY", "LAB", "TYP")
+_TYPE_SEPARATORS = re.compile(r"\s*(?:,\s*(?:and|or)?|\s+and\s+|\s+or\s+|/|&|\+|;)\s*", re.I)
 # What may separate the items of a label list ("a, b or c", "a/b/c", "a | b", "a; b", one per line).
 _LIST_SEPARATORS = re.compile(r"\s*(?:,\s*(?:or|and)\s+|,|\s+or\s+|/|\||;|\n+|•)\s*", re.I)
 _BETWEEN_LABELS = re.compile(r"^[\s,;/|•\-\n\"'“”‘’«»()\[\]{}]*(?:(?:or|and|nor)[\s,;/|\"'“”‘’«»()\[\]{}]*)?$", re.I)
@@ -216,15 +217,18 @@ class RequestReader:
         for kind, a, b in _runs(probs, split=False):
             if kind != "TYP":
                 continue
-            phrase = text[slice(*_snap_to_words(text, offsets[a][0], offsets[b][1]))].strip(_EDGE)
-            if not set(phrase.lower().split()) - _FUNCTION_WORDS:
-                continue
-            canonical = entity_type_of(phrase)
-            if canonical is None:
-                unknown.append(phrase)
-            elif canonical not in types:
-                types.append(canonical)
-                names[canonical] = phrase
+            run = text[slice(*_snap_to_words(text, offsets[a][0], offsets[b][1]))]
+            # "people and places" names two types: a list's separators (exact) split it.
+            for phrase in _TYPE_SEPARATORS.split(run):
+                phrase = phrase.strip(_EDGE)
+                if not set(phrase.lower().split()) - _FUNCTION_WORDS:
+                    continue
+                canonical = entity_type_of(phrase)
+                if canonical is None:
+                    unknown.append(phrase)
+                elif canonical not in types:
+                    types.append(canonical)
+                    names[canonical] = phrase
         if payload_span is None:
             payload, pieces, instruction = "", [], text
         else:

@@ -13,11 +13,11 @@ import pytest
 
 ACCEPTANCE = [
     ("Product is great!", "sentiment", 1, None),
-    ("Meet John at Paris cafe on Monday.", "entities", 1, None),
+    ("Who are the people mentioned here: Barack Obama met Angela Merkel in Berlin on Tuesday.", "entities", 1, None),
     ("What is our return policy?", "faq", 1, None),
     # Tier 2 is not deployed yet: the router proposes it and tier 3 serves, saying so.
     ("Write a professional follow-up.", "generation", 3, 2),
-    ("Compare these two business strategies.", "reasoning", 3, None),
+    ("Prove that the square root of 2 is irrational.", "reasoning", 3, None),
 ]
 
 
@@ -54,10 +54,10 @@ def test_tier1_chat_non_streaming(client):
 
 
 def test_tier1_chat_streaming(client):
-    chunks = list(client.chat.completions.create(model="auto", stream=True,
-                                                 messages=user("Meet John at Paris cafe on Monday.")))
+    chunks = list(client.chat.completions.create(model="auto", stream=True, messages=user(
+        "Who are the people mentioned here: Barack Obama met Angela Merkel in Berlin on Tuesday.")))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "John (person)" in text and "Paris (location)" in text
+    assert text == "Barack Obama, Angela Merkel"
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop"
     tw = last.model_extra["tierwise"]
@@ -83,9 +83,9 @@ def test_tier3_non_streaming_and_tier2_fallback(client, provider):
 
 def test_tier3_streaming(client):
     chunks = list(client.chat.completions.create(
-        model="auto", stream=True, messages=user("Compare these two business strategies.")))
+        model="auto", stream=True, messages=user("Prove that the square root of 2 is irrational.")))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.startswith("fake reply to: Compare these two business strategies.")
+    assert text.startswith("fake reply to: Prove that the square root of 2 is irrational.")
     tw = chunks[-1].model_extra["tierwise"]
     assert tw["tier"] == 3 and tw["task"] == "reasoning"
     assert chunks[-1].usage.completion_tokens > 0
@@ -95,12 +95,12 @@ def test_two_turn_conversation_second_turn_sees_first(client, provider, redis_db
     cid = f"conv-{uuid.uuid4().hex}"
     headers = {"X-Conversation-Id": cid}
     first = client.chat.completions.create(model="auto", extra_headers=headers,
-                                           messages=user("Compare these two business strategies."))
+                                           messages=user("Prove that the square root of 2 is irrational."))
     second = client.chat.completions.create(model="auto", extra_headers=headers,
                                             messages=user("Which one is cheaper to run?"))
     seen = provider.requests[-1]["messages"]
     assert [m["role"] for m in seen] == ["user", "assistant", "user"]
-    assert seen[0]["content"] == "Compare these two business strategies."
+    assert seen[0]["content"] == "Prove that the square root of 2 is irrational."
     assert seen[1]["content"] == first.choices[0].message.content
     assert "[saw 3 messages]" in second.choices[0].message.content
     assert second.model_extra["tierwise"]["conversation_id"] == cid
@@ -129,7 +129,7 @@ def test_sticky_conversation_stays_at_tier3(client):
     cid = f"conv-{uuid.uuid4().hex}"
     headers = {"X-Conversation-Id": cid}
     client.chat.completions.create(model="auto", extra_headers=headers,
-                                   messages=user("Compare these two business strategies."))
+                                   messages=user("Prove that the square root of 2 is irrational."))
     follow = client.chat.completions.create(model="auto", extra_headers=headers, messages=user("And why?"))
     tw = follow.model_extra["tierwise"]
     assert tw["tier"] == 3
@@ -139,7 +139,7 @@ def test_429_then_success(client, provider):
     before = len(provider.requests)
     provider.fail_next(429, retry_after=0.1)
     completion = client.chat.completions.create(model="auto",
-                                                messages=user("Compare these two business strategies."))
+                                                messages=user("Prove that the square root of 2 is irrational."))
     assert completion.model_extra["tierwise"]["tier"] == 3
     assert len(provider.requests) - before == 2
 
@@ -147,7 +147,7 @@ def test_429_then_success(client, provider):
 def test_provider_timeout_gives_502_with_decision(client, provider):
     provider.delay_next(4, times=2)  # timeout_s 1.5 with one retry: both attempts time out
     with pytest.raises(openai.APIStatusError) as err:
-        client.chat.completions.create(model="auto", messages=user("Compare these two business strategies."))
+        client.chat.completions.create(model="auto", messages=user("Prove that the square root of 2 is irrational."))
     assert err.value.status_code == 502
     body = err.value.response.json()["error"]
     assert body["type"] == "upstream_error" and body["tierwise"]["tier"] == 3
@@ -157,7 +157,7 @@ def test_provider_failing_before_the_stream_starts_is_an_http_error(client, prov
     provider.fail_next(500, times=2)  # the first attempt and its one retry
     with pytest.raises(openai.APIStatusError) as err:
         list(client.chat.completions.create(model="auto", stream=True,
-                                            messages=user("Compare these two business strategies.")))
+                                            messages=user("Prove that the square root of 2 is irrational.")))
     assert err.value.status_code == 502
     assert err.value.response.json()["error"]["tierwise"]["task"] == "reasoning"
 
@@ -178,7 +178,7 @@ def test_models_endpoint(client):
 
 @pytest.mark.parametrize("task,text,check", [
     ("sentiment", "Product is great!", lambda r: r["result"]["label"] == "positive"),
-    ("entities", "Meet John at Paris cafe on Monday.", lambda r: any(e["text"] == "Paris" for e in r["result"]["entities"])),
+    ("entities", "Angela Merkel met Barack Obama in Paris.", lambda r: any(e["text"] == "Paris" for e in r["result"]["entities"])),
     ("faq", "How long does shipping take?", lambda r: r["result"]["faq_id"] == "shipping-time"),
     ("intent", "set an alarm for 7 am", lambda r: r["result"]["intent"] == "alarm"),
 ])
@@ -272,7 +272,7 @@ def test_tier1_through_deployments(cluster, text, task):
 
 def test_tier3_not_configured_is_a_clear_503(cluster):
     response = httpx.post(f"{cluster['isolated']}/v1/chat/completions", timeout=30,
-                          json={"model": "auto", "messages": user("Compare these two business strategies.")})
+                          json={"model": "auto", "messages": user("Prove that the square root of 2 is irrational.")})
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "tier3_not_configured"
