@@ -10,6 +10,7 @@ has a configured response; an intent label is never the answer to a question. Pl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,17 @@ from models.reader import Reading, RequestReader
 from models.request import ParsedRequest, reader_text
 from models.rules import RuleEngine
 from models.tier1 import TIER1_TASKS, RequestPass, Tier1Request, load_heads
+
+# What a tier-1 answer cannot be, read from the instruction's own words (exact): an explanation, several
+# answers, a rating on a numeric scale.
+_EXPLANATION = re.compile(r"\b(?:explain|explanation|why|reasons?|reasoning|justify|justification|describe|"
+                          r"elaborate|summari[sz]e|summary|comment on|what makes)\b", re.I)
+_NEGATED = re.compile(r"\b(?:no|without|don'?t|do not|never|nothing|not)\s+(?:\w+\s+){0,2}$", re.I)
+_DOCUMENTS = r"(?:review|tweet|sentence|text|message|comment|post|ticket|email|item|line|document)"
+_SEVERAL = re.compile(rf"\b(?:each|every|all) of (?:these|the following|them)\b|\bone by one\b|"
+                      rf"\b(?:each|every) {_DOCUMENTS}\b|\b(?:these|those|both|the following) {_DOCUMENTS}s\b", re.I)
+_ENUMERATED = re.compile(r"(?:^|\s)(?:\d+[.)]|[-*•])\s+\S")
+_RATING = re.compile(r"\b\d+\s*(?:-|–|to|/)\s*\d+\b|\bstars?\b|\bout of \d+|\bscore\b|\brat(?:e|ing)\b", re.I)
 
 TASK_TIER = {"sentiment": 1, "classify": 1, "entities": 1, "intent": 1, "faq": 1, "generation": 2, "reasoning": 3}
 ASKED_TIER1 = frozenset({"sentiment", "classify", "entities", "intent"})
@@ -175,6 +187,12 @@ class Router:
         asked = task in ASKED_TIER1
         if asked and confidence >= self._threshold("task"):
             return self._asked(task, confidence, scores, f, faq)
+        # A FAQ entry or an intent matches the message itself, never a text it wraps ("Translate 'What is
+        # your return policy?' into German" is not the FAQ question).
+        if self._wraps_a_text(f):
+            decision = self._generative(task, confidence, scores, match, "oos", 0.0, faq)
+            decision.reason += "; the message wraps a text, which no FAQ entry or intent answers"
+            return decision
         if match.score >= self.thresholds.faq_min_score:
             return RouteDecision("faq", 1, match.score, f"FAQ entry '{match.entry.id}' matched "
                                  f"(score {match.score:.2f})", scores, features=user, **faq)
@@ -215,11 +233,25 @@ class Router:
         parsed = reading.parsed
         if not parsed.payload.strip():
             return "no text to apply the task to was found"
+        if any(not _NEGATED.search(parsed.instruction[: m.start()]) for m in _EXPLANATION.finditer(parsed.instruction)):
+            return "it asks for an explanation, more than the answer tier 1 gives"
+        if _SEVERAL.search(parsed.instruction) or len(_ENUMERATED.findall(parsed.payload)) >= 2:
+            return "it asks about several texts at once"
+        if task in LABEL_TASKS and (
+                (not parsed.labels and _RATING.search(parsed.instruction))
+                or (parsed.labels and all(re.fullmatch(r"[\d.]+", label) for label in parsed.labels))):
+            return "it asks for a rating on a numeric scale, which tier 1 does not give"
         if task == "classify" and len(parsed.labels) < 2:
             return "no label set to choose from was found"
         if task == "entities" and reading.unknown_types:
             return f"asks for entity types tier 1 does not know: {', '.join(reading.unknown_types)}"
         return None
+
+    def _wraps_a_text(self, f: RequestPass) -> bool:
+        """Whether the request is an instruction around a text (the reading head finds a payload that is
+        not most of the message)."""
+        payload = self.reader.read(f.text, "generation", {}, f.tokens, f.offsets).parsed.payload
+        return bool(payload) and len(payload) < 0.7 * len(f.text.strip())
 
     def _intent(self, f: RequestPass) -> tuple[str, float]:
         p = self.calibration.probs("clinc150", self.heads["clinc150"].logits(f.cls[None, :]))[0]
@@ -234,7 +266,7 @@ class Router:
         reason = f"classifier: {task} (p={confidence:.2f})"
         if task == "faq":
             reason = (f"FAQ-style question with no matching entry (best '{match.entry.id}', score "
-                      f"{match.score:.2f} < {self.thresholds.faq_min_score}); needs generation")
+                      f"{match.score:.2f}, threshold {self.thresholds.faq_min_score}); needs generation")
         elif intent != "oos" and p_intent >= 0.5:
             reason += f"; intent '{intent}' has no configured response: a question for a generative tier"
         return RouteDecision(generative, TASK_TIER[generative], confidence if task == generative else scores[generative],

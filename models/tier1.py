@@ -227,6 +227,9 @@ class Tier1Models:
         result = {"intent": "out_of_scope" if best == "oos" else best, "intent_set": head, "top": top}
         if best == "oos":
             return Tier1Answer("intent", result, confidence, True, "the intent is out of scope")
+        if all(margin >= 0 and label != "oos" for margin, _, label, _, _ in candidates):
+            # Both intent sets claim the message ("my card payment" is in each): which names it is a guess.
+            return Tier1Answer("intent", result, confidence, True, "the intent fits both intent sets")
         return self._keep("intent", head, result, confidence, "intent")
 
     def _faq(self, f: RequestPass, parsed: ParsedRequest) -> Tier1Answer:

@@ -96,6 +96,32 @@ def entity_confidence_rows(runner: HeadRunner, sentences: list[ds.TaggedSentence
     return np.array(conf), np.array(correct)
 
 
+def entity_request_rows(runner: HeadRunner, heads: dict[str, LinearHead], examples) -> tuple[np.ndarray, np.ndarray]:
+    """Entity requests read and answered as tier 1 does (payload, types asked, both taggers and the
+    patterns): the answer's confidence and whether its entities are exactly the gold ones."""
+    from models.calibration import Calibration
+    from models.reader import RequestReader
+    from models.request import ParsedRequest
+    from models.tier1 import RequestPass, Tier1Models
+
+    reader = RequestReader(heads["task"], heads["span"])
+    tier1 = Tier1Models(runner.encoder, heads, None, None, Calibration({}), 1.0)
+    conf, correct = [], []
+    for ex in (e for e in examples if e.task == "entities"):
+        text = _reader(ex)
+        cls, tokens, offsets, word_ids = runner.states(text)
+        reading = reader.read(text, "entities", {}, tokens, offsets)
+        parsed: ParsedRequest = reading.parsed
+        if not parsed.payload or reading.unknown_types:
+            continue
+        f = RequestPass(text, cls, tokens, offsets, word_ids, np.zeros(0), reading.payload_pieces)
+        entities, confidence = tier1.extract(f, parsed.payload, parsed.entity_types)
+        conf.append(confidence)
+        correct.append({(e.text, e.type) for e in entities} == set(map(tuple, ex.gold_entities)))
+    runner.clear()
+    return np.array(conf), np.array(correct)
+
+
 def _gold_entities(tags: list[str], offsets: list[tuple[int, int]]) -> list[tuple[tuple[int, int], str]]:
     out: list[list] = []
     for tag, (a, b) in zip(tags, offsets):
@@ -125,12 +151,13 @@ def calibrate_all(encoder_dir: Path, heads_dir: Path) -> Calibration:
         else:
             fitted[rows.head] = calibrate_head(logits, rows.gold)
         runner.clear()
-    conf, correct = entity_confidence_rows(runner, ds.conll2003("dev"))
-    fitted["entities"] = summarise(conf, correct)
-    runner.clear()
     from models.instruction_data import build_requests
 
     calib = build_requests("calib")
+    conf, correct = entity_confidence_rows(runner, ds.conll2003("dev"))
+    request_conf, request_correct = entity_request_rows(runner, heads, calib)
+    fitted["entities"] = summarise(np.concatenate([conf, request_conf]), np.concatenate([correct, request_correct]))
+    runner.clear()
     task_logits = runner.sentence_logits("task", [_reader(ex) for ex in calib])
     gold = np.array([TASKS.index(ex.task) for ex in calib])
     fitted["task"] = _calibrate_task(task_logits, gold)
@@ -391,7 +418,7 @@ async def answer_fit(settings, examples: list) -> list[FitOutcome]:
     no tier above tier 1 configured, ``when_unsure: refuse``): a request that is not answered on tier 1 went
     up. A tier-1 task answered right on tier 1 is right; any request that went up is right (it is answered
     by a tier that can); a request answered wrongly on tier 1, or a non-tier-1 request answered there, is
-    wrongly kept."""
+    wrongly kept. Canned intent responses are off: the requests carry no gold for them."""
     import httpx
 
     from deployments.router import InProcessRouter
@@ -405,6 +432,8 @@ async def answer_fit(settings, examples: list) -> list[FitOutcome]:
 
     settings = settings.model_copy(deep=True)
     settings.tier1.when_unsure = "refuse"
+    # The held-out requests carry no gold for canned intent responses: those are a deployment's choice.
+    settings.tier1.intent_responses = {}
     router = Router.from_settings(settings)
     tier1 = Tier1Models.from_settings(settings, router.encoder, router.faq)
     bind_service(ChatService(settings, InProcessRouter(router), InProcessTier1(tier1), None,

@@ -158,6 +158,8 @@ def eval_tier1(out: Path = typer.Option(..., "--out", help="Folder for report.md
     from models.tier1_eval import run_report
 
     logging.basicConfig(level=logging.INFO)
+    # One line per in-process request of the answer-fit section would bury the report's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     figures = run_report(_settings(config), out, max_requests, limit)
     console.print(f"wrote {out / 'report.md'} and {out / 'figures.json'}")
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=2))
