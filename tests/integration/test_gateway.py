@@ -54,7 +54,8 @@ def test_tier1_chat_non_streaming(client):
 
 
 def test_tier1_chat_streaming(client):
-    chunks = list(client.chat.completions.create(model="auto", stream=True, messages=user(
+    # The tier-1 model, pinned: tier 1 answers even where it would pass an unsure answer up.
+    chunks = list(client.chat.completions.create(model="tierwise-tier1", stream=True, messages=user(
         "Who are the people mentioned here: Barack Obama met Angela Merkel in Berlin on Tuesday.")))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Barack Obama, Angela Merkel"
