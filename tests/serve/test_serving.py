@@ -5,12 +5,12 @@ stand-ins with the same interface as the deployment clients; the store, prices a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 
 from deployments.tier3 import Completion
 from models.request import ParsedRequest
+from models.tier1 import Tier1Answer as Answer
 from models.router import RouteDecision, RouteInput
 from serve.errors import ApiError, parse_body
 from serve.pricing import PriceTable
@@ -22,18 +22,6 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 SENTIMENT = {"label": "positive", "canonical": "positive", "scores": {"positive": 0.9, "negative": 0.1}}
 UNCONFIGURED = "No tier-3 provider is configured. Configure tier3.providers."
-
-
-@dataclass
-class Answer:
-    """What tier 1 returns, as the gateway reads it."""
-
-    task: str
-    result: dict
-    confidence: float
-    escalate: bool = False
-    reason: str = ""
-    input_tokens: int = 4
 
 
 class Router:
