@@ -1,8 +1,8 @@
 """Entity extraction on the shared encoder pass: a tagging head per word plus pattern entities.
 
-The multi-task encoder reads casing from its token types (``models/encoder.py``), so the heads need only
-each word's first-piece state: the CoNLL-2003 head tags PER, ORG, LOC and MISC, the WNUT-17 head products
-and creative works among its six types. Patterns add what a news corpus does not tag but users ask for and
+The multi-task encoder reads casing from its token types (``models/encoder.py``); a tagger reads each
+word's first-piece state and its neighbours' through a small MLP: the CoNLL-2003 tagger tags PER, ORG, LOC
+and MISC, the WNUT-17 tagger products and creative works among its six types. Patterns add what a news corpus does not tag but users ask for and
 PII rules need: dates, times, e-mails, phones, URLs, money and card numbers.
 """
 
@@ -94,11 +94,35 @@ def pattern_entities(text: str) -> list[Entity]:
     return found
 
 
+def word_features(states: np.ndarray) -> np.ndarray:
+    """A tagger's input per word: the word's first-piece state, then the previous and the next word's
+    (zeros at the edges); a word's neighbours tell "Mr" before "Smith" and "Bank" after "Deutsche"."""
+    zero = np.zeros((1, states.shape[1]), dtype=states.dtype)
+    return np.hstack([states, np.vstack([zero, states[:-1]]), np.vstack([states[1:], zero])])
+
+
+@dataclass(frozen=True)
+class TaggerHead:
+    """A small MLP over :func:`word_features`: ``out(relu(hidden(x)))``, BIO probabilities per word."""
+
+    hidden: LinearHead
+    out: LinearHead
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The BIO tags."""
+        return self.out.labels
+
+    def predict_proba(self, word_states: np.ndarray) -> np.ndarray:
+        """Tag probabilities for the first-piece states of a run of words."""
+        return self.out.predict_proba(np.maximum(self.hidden.logits(word_features(word_states)), 0.0))
+
+
 class EntityTagger:
     """One BIO tagging head over words; its types are mapped onto the canonical ones (WNUT's ``product``
     becomes PRODUCT, ``creative-work`` WORK, ``corporation`` and ``group`` ORG)."""
 
-    def __init__(self, head: LinearHead):
+    def __init__(self, head: TaggerHead):
         self.head = head
         self.types = {t: WNUT_CANONICAL.get(t, t) for t in {l.split("-", 1)[1] for l in head.labels if l != "O"}}
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from models.calibration import Calibration
 from models.encoder import Encoder
-from models.entities import Entity, EntityTagger, pattern_entities
+from models.entities import Entity, EntityTagger, TaggerHead, pattern_entities
 from models.faq import FaqIndex
 from models.heads import LinearHead
 from models.labels import SENTIMENT2, SENTIMENT3, sentiment_label_map
@@ -244,11 +244,17 @@ class Tier1Models:
 
 HEAD_NAMES = ("task", "span", "sentiment2", "sentiment3", "banking77", "clinc150", "ner_conll", "ner_wnut",
               "label_query", "label_key")
+TAGGERS = ("ner_conll", "ner_wnut")
 
 
-def load_heads(heads_dir: Path) -> dict[str, LinearHead]:
-    """Every head of the multi-task model, from ``heads_dir``."""
-    missing = [n for n in HEAD_NAMES if not (Path(heads_dir) / f"{n}.npz").exists()]
+def load_heads(heads_dir: Path) -> dict:
+    """Every head of the multi-task model, from ``heads_dir``: :class:`LinearHead` objects, and the two
+    taggers as :class:`~models.entities.TaggerHead` (their hidden layer in ``<name>_hidden.npz``)."""
+    names = [*HEAD_NAMES, *(f"{t}_hidden" for t in TAGGERS)]
+    missing = [n for n in names if not (Path(heads_dir) / f"{n}.npz").exists()]
     if missing:
         raise FileNotFoundError(f"{heads_dir}: heads {', '.join(missing)} are missing; run `tierwise train`")
-    return {n: LinearHead.load(Path(heads_dir) / f"{n}.npz") for n in HEAD_NAMES}
+    heads: dict = {n: LinearHead.load(Path(heads_dir) / f"{n}.npz") for n in names}
+    for t in TAGGERS:
+        heads[t] = TaggerHead(heads.pop(f"{t}_hidden"), heads[t])
+    return heads

@@ -3,8 +3,9 @@
 1. Fine-tune the multi-task encoder on the train splits (``models/finetune.py``): the fp16 encoder delta
    and the heads land in ``models/heads/``.
 2. Export it to ONNX and int8 (``models/encoder_export.py``), as ``make setup`` does.
-   Then refit the reading head on the exported model's states with class weights (labels and entity
-   types are rare pieces; ``finetune.refit_span_head``).
+   Then refit, on the exported model's states, the reading head with class weights (labels and entity
+   types are rare pieces; ``finetune.refit_span_head``) and the entity taggers as small MLPs over a word
+   and its neighbours (``finetune.refit_taggers``).
 3. Calibrate every head on held-out rows with the int8 model that serves (``models/tier1_eval.py``):
    temperatures and keep thresholds land in ``models/heads/calibration.json``.
 4. Refresh the test fixtures that pin the model's numbers: held-out rows per head and the int8 outputs
@@ -25,7 +26,7 @@ from models.heads import HEADS_DIR
 
 log = logging.getLogger(__name__)
 
-STEPS = ("finetune", "export", "refit_span", "calibrate", "fixtures")
+STEPS = ("finetune", "export", "refit_span", "refit_taggers", "calibrate", "fixtures")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
@@ -49,6 +50,10 @@ def train_all(encoder_dir: Path, out_dir: Path = HEADS_DIR, only: tuple[str, ...
         from models.finetune import refit_span_head
 
         report["refit_span"] = refit_span_head(encoder_dir, out_dir, seed=config.seed)
+    if "refit_taggers" in only:
+        from models.finetune import refit_taggers
+
+        report["refit_taggers"] = refit_taggers(encoder_dir, out_dir, seed=config.seed)
     if "calibrate" in only:
         from models.tier1_eval import calibrate_all
 
