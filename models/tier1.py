@@ -234,8 +234,8 @@ class Tier1Models:
 
     def _faq(self, f: RequestPass, parsed: ParsedRequest) -> Tier1Answer:
         (match,) = self.faq.best(f.pooled[None, :])
-        result = {"faq_id": match.entry.id, "question": match.entry.question, "answer": match.entry.answer,
-                  "score": round(match.score, 4)}
+        result = {"faq_id": match.entry.id, "question": match.entry.question, "matched": match.phrasing,
+                  "answer": match.entry.answer, "score": round(match.score, 4)}
         if match.score < self.faq_min_score:
             return Tier1Answer("faq", result, match.score, True,
                                f"best FAQ match '{match.entry.id}' scored {match.score:.2f} < {self.faq_min_score}")
