@@ -4,8 +4,9 @@ in-process, in one run.
     .venv/bin/python loadtests/bench_latency.py            # or: make bench
 
 Writes ``loadtests/results/bench_latency.json`` and ``loadtests/results/bench_latency.md`` (the README's
-table). Budgets (DESIGN.md): router one query p50 <= 3 ms on one core, >= 400 queries/s per core batched;
-tier-1 end to end over HTTP p50 <= 10 ms on a 2-core machine.
+table). Tierwise's budgets (README, "Benchmarks"): router one query p50 <= 3 ms on one core, >= 400
+queries/s per core batched; tier-1 request end to end over HTTP p50 <= 6 ms on a 2-core machine; gateway
+overhead p50 <= 3 ms.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ import numpy as np
 from models.heads import softmax
 
 KEEP_ACCURACY = 0.97
+# Heads with a temperature and a keep threshold (``tier1.min_confidence`` may override the threshold).
+CALIBRATED_HEADS = ("sentiment2", "sentiment3", "banking77", "clinc150", "task", "entities", "labels")
 
 
 @dataclass(frozen=True)

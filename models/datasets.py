@@ -230,6 +230,17 @@ def detokenize(tokens: list[str]) -> str:
     return detokenize_with_offsets(tokens)[0]
 
 
+def capitalise(text: str) -> str:
+    """The first letter upper-cased (the lower-cased corpora, CLINC and SST, as people start a sentence)."""
+    return text[:1].upper() + text[1:]
+
+
+def user_text(text: str) -> str:
+    """A corpus sentence as a person would type it: SST's lower-cased, tokenised lines detokenised and
+    capitalised; any other text unchanged."""
+    return capitalise(detokenize_sst(text)) if text.islower() else text
+
+
 def detokenize_sst(text: str) -> str:
     """An SST (or TREC) line as people write it: tokens joined, treebank escapes undone, the pronoun "i"
     as "I". SST is lower-cased; callers capitalise the first letter where they want a sentence."""

@@ -74,10 +74,6 @@ class Features:
     payload_pieces: list[int]
 
 
-def _capitalise(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 # -- samples from the public sets --------------------------------------------------------------------------
 
 
@@ -93,7 +89,7 @@ def sentiment_samples() -> list[Sample]:
     for text, label in ds.sst5_three_way("train") + ds.tweeteval("sentiment", "train") + ds.labelled_review_sentences():
         if ds.is_calibration_row(text):
             continue
-        text = _user_text(text)
+        text = ds.user_text(text)
         classes = {"task": TASKS.index("sentiment"), "sentiment3": SENTIMENT3.index(label)}
         if label != "neutral":
             classes["sentiment2"] = SENTIMENT2.index(label)
@@ -101,17 +97,12 @@ def sentiment_samples() -> list[Sample]:
     return out
 
 
-def _user_text(text: str) -> str:
-    """SST's lower-cased, tokenised sentences as a person would type them."""
-    return _capitalise(ds.detokenize_sst(text)) if text.islower() else text
-
-
 def intent_samples(banking: tuple[str, ...], clinc: tuple[str, ...]) -> list[Sample]:
     """Banking77 (as FAQ-style questions) and CLINC150 (everyday requests, out-of-scope rows included)."""
     out = [Sample(text, {"task": TASKS.index("faq"), "banking77": banking.index(label)}, spans=_whole(text))
            for text, label in ds.banking77("train") if not ds.is_calibration_row(text)]
     for text, label in ds.clinc150("train"):
-        out.append(Sample(_capitalise(text), {"task": TASKS.index("generation"), "clinc150": clinc.index(label)}))
+        out.append(Sample(ds.capitalise(text), {"task": TASKS.index("generation"), "clinc150": clinc.index(label)}))
     return out
 
 

@@ -304,17 +304,13 @@ def _from_train(rows: list, split: str, text=lambda r: r) -> tuple[list, str]:
     return [r for r in rows if not ds.is_calibration_row(text(r))], "train"
 
 
-def _capitalise(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 def _sst(text: str) -> str:
-    return _capitalise(ds.detokenize_sst(text))
+    return ds.capitalise(ds.detokenize_sst(text))
 
 
 def _typed(text: str) -> str:
     """A lower-cased utterance (CLINC) as people type it: half keep it all lower-case, by a text hash."""
-    return _capitalise(text) if _fraction(text) < 0.5 else text
+    return ds.capitalise(text) if _fraction(text) < 0.5 else text
 
 
 _QUESTION_START = re.compile(
@@ -324,7 +320,7 @@ _QUESTION_START = re.compile(
 
 def _as_question(text: str) -> str:
     """A CLINC utterance as a chat message: capitalised, "i" as "I", a "?" on questions."""
-    text = re.sub(r"(?<![\w'])i(?=['\s.,!?]|$)", "I", _capitalise(text.strip()))
+    text = re.sub(r"(?<![\w'])i(?=['\s.,!?]|$)", "I", ds.capitalise(text.strip()))
     if _QUESTION_START.match(text) and not text.endswith(("?", ".", "!")):
         text += "?"
     return text
@@ -606,7 +602,7 @@ def _put_payload(w: _Writer, payload: str, noun: str, after: str, rng: random.Ra
         if w.text.rstrip("\n").endswith(":"):  # "Review:\n" is introduced already
             styles = [s for s in styles if not s[1][0].endswith(("{Noun}: ", "Text: ", "- ", "> "))]
         opening, closing = _weighted(rng, styles)
-        opening = opening.replace("{Noun}", _capitalise(noun))
+        opening = opening.replace("{Noun}", ds.capitalise(noun))
     w.put(opening)
     w.payload = w.put(payload, verbatim=True)
     w.put(closing)
@@ -679,7 +675,7 @@ def _render(template: Template, fill: _Fill, w: _Writer, rng: random.Random) -> 
         elif piece[1] == "noun":
             w.put(fill.noun)
         elif piece[1] == "Noun":
-            w.put(_capitalise(fill.noun))
+            w.put(ds.capitalise(fill.noun))
         elif piece[1] == "prompt":
             w.put(fill.prompt, verbatim=True)
         else:
@@ -842,7 +838,7 @@ class _Maker:
         if "labels" not in template.slots:
             return self.request(template, fill, row.source, row.text, gold=row.label, label_set=row.label_set)
         words = rng.choice([v for v in vocabulary()["sentiment_labels"] if row.label in v])
-        casing = _weighted(rng, [(65, str), (25, _capitalise), (10, str.upper)])
+        casing = _weighted(rng, [(65, str), (25, ds.capitalise), (10, str.upper)])
         order = list(words)
         if rng.random() < 0.4:
             rng.shuffle(order)
@@ -872,9 +868,9 @@ class _Maker:
         vocab = vocabulary()["label_vocab"]
         if label_set in vocab:
             words = rng.choice(vocab[label_set])
-            casing = _weighted(rng, [(60, str), (30, _capitalise), (10, str.title)])
+            casing = _weighted(rng, [(60, str), (30, ds.capitalise), (10, str.title)])
             return [casing(words[c]) for c in chosen]
-        casing = _weighted(rng, [(50, _humanise), (25, lambda x: _capitalise(_humanise(x))),
+        casing = _weighted(rng, [(50, _humanise), (25, lambda x: ds.capitalise(_humanise(x))),
                                  (10, lambda x: _humanise(x).title()), (15, str)])
         return [casing(c) for c in chosen]
 

@@ -18,11 +18,8 @@ import torch
 from torch import nn
 
 from models.heads import LinearHead
+from models.tier1 import COSINE_SCALE, SCORER_DIM
 
-SCORER_DIM = 128
-# The label scorer starts from what the embedding space already knows: the cosine of the payload and the
-# label states, scaled; a learned bilinear term adds what the request's wording says.
-COSINE_SCALE = 10.0
 
 
 class MultiTaskModel(nn.Module):

@@ -89,14 +89,6 @@ def _runs(probs: np.ndarray, split: bool = True) -> list[tuple[str, int, int]]:
     return [tuple(r) for r in runs]
 
 
-def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """``(kind, first_piece, last_piece)`` runs from BIO piece tags; a stray I-X opens a new run."""
-    probs = np.zeros((len(tags), len(SPAN_TAGS)))
-    for i, tag in enumerate(tags):
-        probs[i, SPAN_TAGS.index(tag)] = 1.0
-    return _runs(probs)
-
-
 _WORD = re.compile(r"[\w'’-]+")
 _FUNCTION_WORDS = frozenset({"the", "a", "an", "all", "any", "every", "each", "named", "mentioned", "of", "in", "and",
                              "or", "here", "there", "this", "that", "these", "those", "its", "their"})
@@ -117,26 +109,20 @@ def _snap_to_words(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _label_p(probs: np.ndarray, offsets, start: int, end: int) -> float:
-    """The span head's mean label probability over the pieces of ``[start, end)``."""
-    pieces = [i for i, (a, b) in enumerate(offsets) if a >= start and b <= end and b > a]
-    return float((probs[pieces, 3] + probs[pieces, 4]).mean()) if pieces else 0.0
+def pieces_within(offsets: list[tuple[int, int]], start: int, end: int) -> list[int]:
+    """The word pieces whose characters lie inside ``[start, end)``."""
+    return [i for i, (a, b) in enumerate(offsets) if a >= start and b <= end and b > a]
 
 
-def _item_before_is_label(text: str, match: re.Match, probs: np.ndarray, offsets) -> bool:
-    """Whether the phrase before a list separator is one more label: the head gives some word of it at
-    least a little label probability (it is a list item, not the instruction's words)."""
-    words = list(re.finditer(r"[\w'’-]+", match.group(1)))
-    return any(_label_p(probs, offsets, match.start(1) + w.start(), match.start(1) + w.end()) >= 0.02 for w in words)
-
-
-def _first_label_word(phrase: str, at: int, probs: np.ndarray, offsets, text: str) -> int:
-    """Offset, within ``phrase``, of its first word the head gives label probability (the words before it
-    are the instruction's: "as *complaint*")."""
-    for w in re.finditer(r"[\w'’-]+", phrase):
-        if _label_p(probs, offsets, at + w.start(), at + w.end()) >= 0.02:
-            return w.start()
-    return 0
+def _first_label_word(match: re.Match, probs: np.ndarray, offsets) -> int | None:
+    """Where, in the phrase a list separator follows, the first word the head gives a little label
+    probability starts (the words before it are the instruction's: "as *complaint*"); None when no word
+    has any (the phrase is the instruction's, not one more label)."""
+    for w in _WORD.finditer(match.group(1)):
+        pieces = pieces_within(offsets, match.start(1) + w.start(), match.start(1) + w.end())
+        if pieces and (probs[pieces, 3] + probs[pieces, 4]).mean() >= 0.02:
+            return match.start(1) + w.start()
+    return None
 
 
 def _label_items(text: str, probs: np.ndarray, offsets) -> list[tuple[int, int]]:
@@ -171,8 +157,11 @@ def _label_items(text: str, probs: np.ndarray, offsets) -> list[tuple[int, int]]
     start, end = _snap_to_words(text, offsets[group[0]][0], offsets[group[-1]][1])
     while (more := _ITEM_AFTER.match(text[end:])) and not _BETWEEN_LABELS.match(more.group(2)):
         end += more.end()
-    while (more := _ITEM_BEFORE.search(text[:start])) and _item_before_is_label(text, more, probs, offsets):
-        start = more.start(1) + _first_label_word(more.group(1), more.start(1), probs, offsets, text)
+    while more := _ITEM_BEFORE.search(text[:start]):
+        first = _first_label_word(more, probs, offsets)
+        if first is None:
+            break
+        start = first
     items, cursor = [], start
     for piece in _LIST_SEPARATORS.split(text[start:end]):
         at = text.find(piece, cursor, end)
@@ -203,13 +192,12 @@ class RequestReader:
              offsets: list[tuple[int, int]]) -> Reading:
         """Parse ``text`` (its piece states ``tokens`` and character ``offsets``, without [CLS]/[SEP]) as a
         request for ``task``."""
-        probs = self.span_head.predict_proba(tokens) if len(tokens) else np.zeros((0, len(SPAN_TAGS)))
-        pay = [(a, b) for kind, a, b in _runs(probs, split=False) if kind == "PAY"]
-        payload_span = self._payload(text, pay, offsets, probs[:, 1] + probs[:, 2])
+        probs = self._probs(tokens)
+        payload_span = self._payload(text, probs, offsets)
         labels, label_pieces = [], []
         for start, end in _label_items(text, probs, offsets) if len(probs) else []:
             name = text[start:end].strip(_EDGE)
-            pieces = [i for i, (s, e) in enumerate(offsets) if s >= start and e <= end and e > s]
+            pieces = pieces_within(offsets, start, end)
             if name and pieces and name.lower() not in (l.lower() for l in labels):
                 labels.append(name)
                 label_pieces.append(pieces)
@@ -234,19 +222,30 @@ class RequestReader:
         else:
             start, end = payload_span
             payload = text[start:end]
-            pieces = [i for i, (s, e) in enumerate(offsets) if s >= start and e <= end and e > s]
+            pieces = pieces_within(offsets, start, end)
             instruction = (text[:start] + " " + text[end:]).strip(_EDGE + " ")
         confidence = float(probs.max(axis=1).min()) if len(probs) else 0.0
         parsed = ParsedRequest(task, payload, instruction, labels, types, names, confidence)
         return Reading(parsed, task_scores, pieces, label_pieces, unknown)
 
+    def payload(self, text: str, tokens: np.ndarray, offsets: list[tuple[int, int]]) -> str:
+        """Only the payload the request wraps ('' when the head finds none): what the router needs to tell
+        a message from an instruction around a text, without reading labels and entity types."""
+        span = self._payload(text, self._probs(tokens), offsets)
+        return text[span[0] : span[1]] if span else ""
+
+    def _probs(self, tokens: np.ndarray) -> np.ndarray:
+        return self.span_head.predict_proba(tokens) if len(tokens) else np.zeros((0, len(SPAN_TAGS)))
+
     @staticmethod
-    def _payload(text: str, runs: list[tuple[int, int]], offsets, payload_p: np.ndarray) -> tuple[int, int] | None:
+    def _payload(text: str, probs: np.ndarray, offsets) -> tuple[int, int] | None:
         """The payload's character span: the predicted runs joined when only punctuation and quotes, or a
         few doubted words, lie between them; else the longest; snapped to the quotes around it, when the
         head put it inside a quoted segment."""
+        runs = [(a, b) for kind, a, b in _runs(probs, split=False) if kind == "PAY"]
         if not runs:
             return None
+        payload_p = probs[:, 1] + probs[:, 2]
         merged = [list(runs[0])]
         for a, b in runs[1:]:
             gap = text[offsets[merged[-1][1]][1] : offsets[a][0]]

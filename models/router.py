@@ -250,7 +250,7 @@ class Router:
     def _wraps_a_text(self, f: RequestPass) -> bool:
         """Whether the request is an instruction around a text (the reading head finds a payload that is
         not most of the message)."""
-        payload = self.reader.read(f.text, "generation", {}, f.tokens, f.offsets).parsed.payload
+        payload = self.reader.payload(f.text, f.tokens, f.offsets)
         return bool(payload) and len(payload) < 0.7 * len(f.text.strip())
 
     def _intent(self, f: RequestPass) -> tuple[str, float]:

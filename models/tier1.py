@@ -26,7 +26,8 @@ from models.request import ParsedRequest
 from models.rules import RuleEngine
 
 TIER1_TASKS = ("sentiment", "classify", "entities", "intent", "faq", "rule", "intent_response")
-# As in models/multitask.py (torch is not a serving dependency).
+# The label scorer (trained in models/multitask.py): it starts from what the embedding space already knows,
+# the cosine of payload and label states, scaled; a learned bilinear term adds what the wording says.
 SCORER_DIM = 128
 COSINE_SCALE = 10.0
 

@@ -15,18 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from models import datasets as ds
-from models.calibration import Calibration, HeadCalibration, calibrate_head, summarise
+from models.calibration import CALIBRATED_HEADS, Calibration, HeadCalibration, calibrate_head, summarise
 from models.encoder import Encoder
 from models.entities import EntityTagger
 from models.heads import LinearHead, softmax
 from models.labels import CONLL_TYPES, SENTIMENT2, SENTIMENT3, TASKS
+from models.request import reader_text
 from models.tier1 import load_heads
 
-CALIBRATED_HEADS = ("sentiment2", "sentiment3", "banking77", "clinc150", "task", "entities", "labels")
-
-
-def _user_text(text: str) -> str:
-    return ds.detokenize_sst(text)[:1].upper() + ds.detokenize_sst(text)[1:] if text.islower() else text
 
 
 class HeadRunner:
@@ -63,7 +59,7 @@ class SentenceSet:
 
 def sentence_set(head: str, rows: list[tuple[str, str]], labels: tuple[str, ...]) -> SentenceSet:
     """A :class:`SentenceSet` from ``(text, label)`` rows, texts as users type them."""
-    return SentenceSet(head, [_user_text(t) for t, _ in rows], np.array([labels.index(l) for _, l in rows]))
+    return SentenceSet(head, [ds.user_text(t) for t, _ in rows], np.array([labels.index(l) for _, l in rows]))
 
 
 def calibration_sets(heads: dict[str, LinearHead]) -> list[SentenceSet]:
@@ -75,7 +71,7 @@ def calibration_sets(heads: dict[str, LinearHead]) -> list[SentenceSet]:
     banking = [(t, l) for t, l in ds.banking77("train") if ds.is_calibration_row(t)]
     return [sentence_set("sentiment2", sst2, SENTIMENT2), sentence_set("sentiment3", three, SENTIMENT3),
             sentence_set("banking77", banking, heads["banking77"].labels),
-            SentenceSet("clinc150", [t[:1].upper() + t[1:] for t, _ in ds.clinc150("val")],
+            SentenceSet("clinc150", [ds.capitalise(t) for t, _ in ds.clinc150("val")],
                         np.array([heads["clinc150"].labels.index(l) for _, l in ds.clinc150("val")]))]
 
 
@@ -166,8 +162,6 @@ def calibrate_all(encoder_dir: Path, heads_dir: Path) -> Calibration:
 
 
 def _reader(ex) -> str:
-    from models.request import reader_text
-
     return reader_text(ex.system, ex.user)
 
 
@@ -289,7 +283,7 @@ def clinc_figures(runner: HeadRunner, calibration: Calibration, limit: int | Non
     counts as out of scope (what tier 1 does with it), plus the argmax figures without the threshold."""
     labels = runner.heads["clinc150"].labels
     rows = ds.sample(ds.clinc150("test"), limit) if limit else ds.clinc150("test")
-    texts = [t[:1].upper() + t[1:] for t, _ in rows]
+    texts = [ds.capitalise(t) for t, _ in rows]
     gold = np.array([labels.index(l) for _, l in rows])
     p = calibration.probs("clinc150", runner.sentence_logits("clinc150", texts))
     runner.clear()

@@ -30,7 +30,6 @@ from serve.errors import ApiError
 from serve.policy import TierChoice, choose_tier, escalate, resolve_available
 from serve.pricing import PriceTable
 from serve.protocol import (
-    CONTEXT_CHARS,
     AssistantMessage,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -199,11 +198,7 @@ class ChatService:
     def route_input(self, turn: Turn) -> RouteInput:
         """What the router reads: the newest user message, the system prompt (read with it: it may hold
         the instruction), and the earlier turns as context."""
-        msgs = turn.messages
-        last = max(i for i, m in enumerate(msgs) if m["role"] == "user")
-        earlier = (content_text(m["content"]) for m in msgs[:last] if m["role"] not in ("system", "developer"))
-        context = "\n".join(t for t in earlier if t)
-        return RouteInput(content_text(msgs[last]["content"]), context[-CONTEXT_CHARS:], turn.view.system)
+        return RouteInput(turn.view.user, turn.view.context, turn.view.system)
 
     async def decide(self, turn: Turn) -> tuple[RouteDecision, TierChoice]:
         """The router's proposal and the tier the policy picks: a deployed one, and tier 1 only when the

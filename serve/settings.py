@@ -18,12 +18,12 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from models.calibration import CALIBRATED_HEADS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "tierwise.yaml"
 # The intent head whose labels ``tier1.intent_responses`` names: the multi-task model's CLINC150 head.
 INTENT_HEAD_FILE = "clinc150.npz"
-# Heads whose calibrated keep threshold ``tier1.min_confidence`` may override.
-CALIBRATED_HEADS = ("sentiment2", "sentiment3", "labels", "entities", "clinc150", "task")
 
 
 class ConfigError(Exception):

@@ -10,7 +10,7 @@ import pytest
 
 from models.heads import LinearHead
 from models.labels import SPAN_TAGS, TASKS
-from models.reader import RequestReader, _spans, entity_type_of
+from models.reader import RequestReader, _runs, entity_type_of
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "requests_fixture.jsonl"
 
@@ -27,6 +27,14 @@ def test_entity_type_lexicon(phrase, kind):
 
 def test_unknown_entity_type():
     assert entity_type_of("chemical compounds") is None
+
+
+def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Runs from BIO tags given as certain (one-hot) probabilities."""
+    probs = np.zeros((len(tags), len(SPAN_TAGS)))
+    for i, tag in enumerate(tags):
+        probs[i, SPAN_TAGS.index(tag)] = 1.0
+    return _runs(probs)
 
 
 def test_bio_runs():
