@@ -14,6 +14,7 @@ from ray.serve import Application
 
 from deployments.router import InProcessRouter, RouterDeployment, RouterHandle
 from deployments.tier1 import InProcessTier1, Tier1Handle, Tier1Pool
+from deployments.tier2 import Tier2Pool, build_tier2
 from deployments.tier3 import Tier3Forwarder
 from serve.api import app as fastapi_app
 from models.router import Router
@@ -35,7 +36,8 @@ class Gateway:
     ``router`` and ``tier1`` are deployment handles, or None to run that part inside this replica.
     """
 
-    async def __init__(self, settings: Settings, router, tier1, tier3):
+    async def __init__(self, settings: Settings, router, tier1, tier3, tier2: dict | None = None,
+                       tier2_unplaced: dict[str, str] | None = None):
         store = await open_store(settings.store.backend, settings.store.url, settings.store.prefix,
                                  settings.store.ttl_s, settings.store.max_messages)
         log.info("conversation store: %s", store.backend)
@@ -50,19 +52,28 @@ class Gateway:
             tier1 = InProcessTier1(Tier1Models.from_settings(settings, *shared))
         else:
             tier1 = Tier1Handle(tier1)
+        for model, why in (tier2_unplaced or {}).items():
+            log.warning("tier-2 model %s cannot be placed: %s; its traffic goes to the next tier", model, why)
+        pool = Tier2Pool(settings.tier2, tier2 or {}, tier2_unplaced or {}) if settings.tier2.models else None
         bind_service(ChatService(settings, router, tier1, tier3, unconfigured, store,
-                                 PriceTable.load(settings.pricing.path)))
+                                 PriceTable.load(settings.pricing.path), pool))
 
 
 def router_uses_gpu(settings: Settings) -> bool:
     """Whether the router should ask Ray for a GPU (``router.gpu``: auto, never, always)."""
     if settings.router.gpu == "auto":
-        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+        return cluster_resources().get("GPU", 0) > 0
     return settings.router.gpu == "always"
 
 
+def cluster_resources() -> dict[str, float]:
+    """The Ray cluster's total resources ({} before Ray starts: nothing that needs a GPU is placed)."""
+    return ray.cluster_resources() if ray.is_initialized() else {}
+
+
 def build_app(settings: Settings) -> Application:
-    """The whole graph: gateway → router, tier 1 (each in the gateway or as deployments), tier-3 forwarder."""
+    """The whole graph: gateway → router, tier 1 (each in the gateway or as deployments), the tier-2
+    LLM deployments the cluster can place, and the tier-3 forwarder."""
     use_gpu = router_uses_gpu(settings)
     placement = settings.router.placement
     router = None
@@ -79,7 +90,8 @@ def build_app(settings: Settings) -> Application:
                                   max_ongoing_requests=max(2 * b.max_batch_size, 16)).bind(settings)
     gateway = Gateway.options(num_replicas=settings.http.num_replicas,
                               ray_actor_options={"num_cpus": settings.http.num_cpus})
-    return gateway.bind(settings, router, tier1, Tier3Forwarder.bind(settings.tier3.providers))
+    tier2, unplaced = build_tier2(settings.tier2, cluster_resources()) if settings.tier2.models else ({}, {})
+    return gateway.bind(settings, router, tier1, Tier3Forwarder.bind(settings.tier3.providers), tier2, unplaced)
 
 
 def app_builder(args: dict) -> Application:

@@ -29,3 +29,15 @@ def tier1_blocker(view: RequestView, languages: set[str] | frozenset[str], paylo
         if reason:
             return reason
     return None
+
+
+def tier2_blocker(view: RequestView) -> str | None:
+    """Why tier 2 may not answer the request, or None when it may: its models read and write text, and
+    the gateway passes neither tool calls nor token log-probabilities through from them."""
+    if view.has_tools:
+        return "the request offers tools (or continues a tool call), which tier 2 does not pass through"
+    if view.non_text_parts:
+        return f"the request carries {', '.join(view.non_text_parts)} content, and tier 2's models read only text"
+    if view.wants_logprobs:
+        return "the request asks for logprobs, which tier 2 does not pass through"
+    return None

@@ -6,6 +6,7 @@ the reason says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -16,6 +17,8 @@ class TierChoice:
     tier: int
     reason: str
     escalated_from: int | None = None
+    # Why the request left the tier it was first given (a metrics label): e.g. tier1_unsure, tier2_timeout.
+    cause: str | None = None
 
 
 def choose_tier(proposed_tier: int, confidence: float, reason: str, *, previous_tier: int | None = None,
@@ -34,16 +37,42 @@ def choose_tier(proposed_tier: int, confidence: float, reason: str, *, previous_
     return TierChoice(proposed_tier, reason)
 
 
-def escalate(choice: TierChoice, available: set[int], why: str) -> TierChoice | None:
+def escalate(choice: TierChoice, available: set[int], why: str, cause: str) -> TierChoice | None:
     """The next available tier above ``choice.tier``, or None when there is none."""
     above = sorted(t for t in available if t > choice.tier)
     if not above:
         return None
-    return TierChoice(above[0], f"{choice.reason}; {why}; escalated to tier {above[0]}", choice.tier)
+    return TierChoice(above[0], f"{choice.reason}; {why}; escalated to tier {above[0]}", choice.tier, cause)
 
 
-def resolve_available(choice: TierChoice, available: set[int]) -> TierChoice | None:
-    """``choice`` if its tier is deployed, else the next deployed tier above it (None if none)."""
+def resolve_available(choice: TierChoice, available: set[int], absent: dict[int, str] | None = None) -> TierChoice | None:
+    """``choice`` if its tier is deployed, else the next deployed tier above it (None if none); ``absent``
+    says why a tier is not deployed, when it was configured."""
     if choice.tier in available:
         return choice
-    return escalate(choice, available, f"tier {choice.tier} not deployed")
+    why = (absent or {}).get(choice.tier, f"tier {choice.tier} not deployed")
+    return escalate(choice, available, why, f"tier{choice.tier}_not_deployed")
+
+
+def rank_tier2(targets: list, task: str, load: Callable[[object], float],
+               previous: str | None = None) -> tuple[list, str]:
+    """Tier-2 targets to try for a ``task``, best first, and why the first was picked.
+
+    Task fit comes first: targets that list the task, then general ones (no task list); a target whose
+    list lacks the task is not a candidate. Within a group the least loaded goes first (in steps of 10%,
+    so noise does not reorder them), then the conversation's previous model (its prefix cache is warm),
+    then the configured order (cheapest first). An empty list means no tier-2 model fits the task.
+    """
+    def group(t) -> int | None:
+        return 0 if task in t.tasks else 1 if not t.tasks else None
+
+    candidates = [t for t in targets if group(t) is not None]
+    order = {id(t): i for i, t in enumerate(targets)}
+    candidates.sort(key=lambda t: (group(t), round(load(t), 1), t.served_id != previous, order[id(t)]))
+    if not candidates:
+        return [], f"no tier-2 model is configured for task '{task}'"
+    best = candidates[0]
+    fit = f"lists task '{task}'" if group(best) == 0 else f"general model (none lists task '{task}')"
+    others = ", ".join(f"{t.served_id} {load(t):.2f}" for t in candidates[1:])
+    reason = f"tier-2 model {best.served_id}: {fit}, load {load(best):.2f}" + (f" (others: {others})" if others else "")
+    return candidates, reason

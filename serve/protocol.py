@@ -406,13 +406,19 @@ class TierwiseInfo(BaseModel):
     reason: str
     confidence: float
     escalated_from: int | None = None
+    # Why it left the tier it was first given: tier1_unsure, tier2_timeout, tier2_low_confidence, ...
+    escalation_cause: str | None = None
     cost_usd: float | None = None
     baseline_cost_usd: float | None = None
     conversation_id: str | None = None
     result: dict | None = None
     scores: dict | None = None
-    # Set when tier 1 answered although it was unsure, because no higher tier could answer.
+    # Set when tier 1 or 2 answered although it was unsure, because no higher tier could answer.
     low_confidence: bool | None = None
+    # Tier 2: the answer's calibrated confidence (from its token log-probabilities).
+    answer_confidence: float | None = None
+    # Tier 2: older messages replaced by a summary to fit the model's window (absent: none).
+    summarised_messages: int | None = None
 
 
 class Usage(BaseModel):

@@ -17,6 +17,7 @@ from functools import cached_property
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from deployments.tier2 import Tier2Answer, Tier2Failure, Tier2Pool
 from deployments.tier3 import Completion, Tier3Unavailable
 from models import language
 from models.answer_format import CannotRender, render
@@ -25,7 +26,7 @@ from models.request import RequestView
 from models.router import RouteDecision, RouteInput
 from models.tier1 import Tier1Answer, Tier1Request
 from serve import metrics
-from serve.constraints import tier1_blocker
+from serve.constraints import tier1_blocker, tier2_blocker
 from serve.errors import ApiError
 from serve.policy import TierChoice, choose_tier, escalate, resolve_available
 from serve.pricing import PriceTable
@@ -49,12 +50,17 @@ from serve.protocol import (
 )
 from serve.settings import Settings
 from serve.store import ConversationStore, StoreUnavailable
+from serve.tier2_serving import Tier2Outcome, Tier2Service
 
 ROUTER_ALIASES = ("auto", "tierwise-auto")
 TASK_ENDPOINTS = ("sentiment", "entities", "faq", "intent")
 # Per-message framing tokens, as chat templates add them (OpenAI counts about 4 a message).
 TOKENS_PER_MESSAGE = 4
 RETRY_AFTER_S = "5"
+# Status and code a client that pinned a tier-2 model gets when tier 2 fails, by cause.
+TIER2_ERRORS = {"overload": (503, "tier2_overloaded"), "timeout": (504, "tier2_timeout"),
+                "failure": (502, "tier2_failed"), "no_fit": (503, "tier2_no_model"),
+                "rejected": (502, "tier2_rejected")}
 
 
 @dataclass
@@ -73,6 +79,14 @@ class Turn:
         """What a generating tier reads: the stored history then the new messages, metadata stripped and
         content parts (images, audio, files) as the client sent them."""
         return [{"role": m["role"], "content": m["content"]} for m in self.history + self.new_messages]
+
+    @property
+    def previous_model(self) -> str | None:
+        """The model that answered the conversation's last assistant turn."""
+        for m in reversed(self.history):
+            if m["role"] == "assistant" and "tierwise" in m:
+                return m["tierwise"].get("model")
+        return None
 
     @property
     def previous_tier(self) -> int | None:
@@ -96,26 +110,34 @@ class Answer:
     # What the reference model would have read, when more than this answer's model did (tier 1 reads
     # only the newest message; a frontier model would read the whole conversation).
     baseline_prompt_tokens: int | None = None
+    # The price-table entry, when not ``model`` (a tier-2 adapter is priced as its base model).
+    price_model: str | None = None
 
 
 class ChatService:
     """Everything behind the OpenAI-compatible routes of one gateway replica.
 
     ``router`` and ``tier1`` are batchers in this replica or handles to their deployments (the same
-    interface: ``deployments/router.py``, ``deployments/tier1.py``); ``tier3`` is the forwarder's handle.
+    interface: ``deployments/router.py``, ``deployments/tier1.py``); ``tier2`` is the pool of tier-2
+    deployment handles (None or empty: tier 2 not deployed); ``tier3`` is the forwarder's handle.
     ``tier3_unconfigured`` (why tier 3 cannot answer, or None) is asked once at start-up.
     """
 
     def __init__(self, settings: Settings, router, tier1, tier3, tier3_unconfigured: str | None,
-                 store: ConversationStore, prices: PriceTable):
+                 store: ConversationStore, prices: PriceTable, tier2: Tier2Pool | None = None):
         self.settings, self.router, self.tier1, self.tier3 = settings, router, tier1, tier3
         self.tier3_unconfigured, self.store, self.prices = tier3_unconfigured, store, prices
         self.tokenizer = load_tokenizer(settings.encoder.model_dir)
         self.tier1_model = settings.tier1.model_name
         self.tier3_models = [p.model for p in settings.tier3.providers]
         self.languages = frozenset(settings.tier1.languages)
-        # Tier 2 (vLLM) plugs in here: a handle and an entry in this set.
-        self.available = {1, 3}
+        self.tier2_pool = tier2
+        self.tier2 = Tier2Service(settings.tier2, tier2, store, settings.http.tenant) if tier2 else None
+        self.tier2_models = [t.served_id for t in tier2.targets] if tier2 else []
+        self.available = {1, 3} | ({2} if self.tier2_models else set())
+        unplaced = tier2.unplaced if tier2 else {}
+        self.absent = {2: "tier 2 not deployed: " + "; ".join(f"{m} cannot be placed ({why})" for m, why in
+                                                             unplaced.items())} if unplaced and not self.tier2_models else {}
         language.preload()
 
     # -- models -------------------------------------------------------------------------------------
@@ -123,6 +145,7 @@ class ChatService:
     def list_models(self) -> ModelList:
         """The router aliases and the concrete models a client may ask for."""
         cards = [ModelCard(id=a) for a in ROUTER_ALIASES] + [ModelCard(id=self.tier1_model, tier=1)]
+        cards += [ModelCard(id=m, tier=2, owned_by="tier2-vllm") for m in self.tier2_models]
         cards += [ModelCard(id=m, tier=3, owned_by="tier3-provider") for m in self.tier3_models]
         return ModelList(data=cards)
 
@@ -132,9 +155,11 @@ class ChatService:
             return None
         if model == self.tier1_model:
             return 1
+        if model in self.tier2_models:
+            return 2
         if model in self.tier3_models:
             return 3
-        known = ", ".join([*ROUTER_ALIASES, self.tier1_model, *self.tier3_models])
+        known = ", ".join([*ROUTER_ALIASES, self.tier1_model, *self.tier2_models, *self.tier3_models])
         raise ApiError(404, f"model {model!r} does not exist; available: {known}", param="model",
                        code="model_not_found")
 
@@ -142,6 +167,8 @@ class ChatService:
         """The model a tier answers with (the first provider's for tier 3, until the provider says)."""
         if tier == 1:
             return self.tier1_model
+        if tier == 2:
+            return self.tier2_models[0]
         return self.tier3_models[0] if self.tier3_models else "unconfigured"
 
     def can_answer(self, tier: int) -> bool:
@@ -207,7 +234,7 @@ class ChatService:
         choice = choose_tier(decision.tier, decision.confidence, decision.reason,
                              previous_tier=turn.previous_tier, forced_tier=turn.forced_tier,
                              sticky_max_confidence=self.settings.router.sticky_max_confidence)
-        resolved = resolve_available(choice, self.available)
+        resolved = resolve_available(choice, self.available, self.absent)
         if resolved is None:
             raise ApiError(503, f"no tier at or above tier {choice.tier} is deployed", "service_unavailable")
         if resolved.tier == 1:
@@ -216,12 +243,29 @@ class ChatService:
                 raise ApiError(400, f"model {self.tier1_model!r} cannot answer this request: {blocker}; ask for "
                                     f"model 'auto' or a tier-3 model", param="model", code="unsupported_by_tier1")
             if blocker:
-                up = escalate(resolved, self.available, f"tier 1 cannot answer: {blocker}")
+                up = escalate(resolved, self.available, f"tier 1 cannot answer: {blocker}", "tier1_blocked")
                 if up is None:
                     raise ApiError(503, f"tier 1 cannot answer ({blocker}) and no higher tier is deployed",
                                    "service_unavailable")
                 resolved = up
+        if resolved.tier == 2:
+            resolved = self._tier2_allowed(turn, resolved)
         return decision, resolved
+
+    def _tier2_allowed(self, turn: Turn, choice: TierChoice) -> TierChoice:
+        """``choice`` when tier 2 may answer the request, else the tier above it (or a 400 for a client that
+        pinned a tier-2 model)."""
+        blocker = tier2_blocker(turn.view)
+        if blocker is None:
+            return choice
+        if turn.forced_tier == 2:
+            raise ApiError(400, f"model {turn.request.model!r} cannot answer this request: {blocker}; ask for model "
+                                f"'auto' or a tier-3 model", param="model", code="unsupported_by_tier2")
+        up = escalate(choice, self.available, f"tier 2 cannot answer: {blocker}", "tier2_blocked")
+        if up is None:
+            raise ApiError(503, f"tier 2 cannot answer ({blocker}) and no higher tier is deployed",
+                           "service_unavailable")
+        return up
 
     async def route(self, request: ChatCompletionRequest, conversation_id: str | None) -> TierwiseInfo:
         """``POST /v1/route``: the decision and the scores behind it, nothing generated."""
@@ -243,30 +287,47 @@ class ChatService:
         started = time.perf_counter()
         turn = await self.prepare(request, conversation_id)
         decision, choice = await self.decide(turn)
-        tier1_answer: Tier1Answer | None = None
-        content, low_confidence = None, False
         if choice.tier == 1:
             tier1_answer = await self.tier1.answer(decision.tier1_request(turn.view.user))
             content, choice, low_confidence = self._settle_tier1(tier1_answer, decision, choice, turn)
-        info = self._info(decision, choice, self.model_of(choice.tier), turn, low_confidence=low_confidence or None)
-        headers = {"X-Tierwise-Tier": str(choice.tier), "X-Tierwise-Model": info.model}
-        if low_confidence:
+            if choice.tier == 1:
+                info = self._info(decision, choice, self.tier1_model, turn, low_confidence=low_confidence or None)
+                answer = self._tier1_to_answer(tier1_answer, content, turn)
+                pieces = self._one_piece(answer) if request.stream else None
+                return await self._respond(turn, info, started, answer, pieces)
+        if choice.tier == 2:
+            outcome, choice = await self._tier2_answer(turn, decision, choice)
+            if outcome is not None:
+                info = self._info(decision, choice, outcome.target.served_id, turn,
+                                  low_confidence=outcome.low_confidence or None,
+                                  answer_confidence=round(outcome.confidence, 4),
+                                  summarised_messages=outcome.fitted.summarised or None)
+                if outcome.pieces is not None:
+                    return await self._respond(turn, info, started, None, self._tier2_pieces(outcome, turn))
+                return await self._respond(turn, info, started, self._tier2_to_answer(outcome.answer, outcome, turn))
+        return await self._tier3_answer(turn, self._info(decision, choice, self.model_of(3), turn), started)
+
+    async def _respond(self, turn: Turn, info: TierwiseInfo, started: float, answer: Answer | None,
+                       pieces: AsyncIterator[str | Answer] | None = None):
+        headers = {"X-Tierwise-Tier": str(info.tier), "X-Tierwise-Model": info.model}
+        if info.low_confidence:
             headers["X-Tierwise-Low-Confidence"] = "true"
-        if choice.tier == 1:
-            answer = self._tier1_to_answer(tier1_answer, content, turn)
-            if request.stream:
-                return self._stream_response(turn, info, headers, started, self._one_piece(answer))
-            return await self._finish(turn, info, answer, headers, started)
+        if pieces is not None:
+            return self._stream_response(turn, info, headers, started, pieces)
+        return await self._finish(turn, info, answer, headers, started)
+
+    async def _tier3_answer(self, turn: Turn, info: TierwiseInfo, started: float):
         if self.tier3_unconfigured:
             raise ApiError(503, self.tier3_unconfigured, "service_unavailable", code="tier3_not_configured",
                            tierwise=info)
+        request = turn.request
         # A client that named a tier-3 model gets the provider serving it first.
         pinned = request.model if turn.forced_tier == 3 else None
         if request.stream:
             stream = self.tier3.options(stream=True).stream.remote(turn.messages, request.generation_params(),
                                                                   pinned)
             first = await self._first_or_error(stream, info)
-            return self._stream_response(turn, info, headers, started, self._tier3_pieces(first, stream, turn))
+            return await self._respond(turn, info, started, None, self._tier3_pieces(first, stream, turn))
         try:
             completion: Completion = await self.tier3.complete.remote(turn.messages, request.generation_params(),
                                                                       pinned)
@@ -276,7 +337,58 @@ class ChatService:
                         completion.prompt_tokens or self.count_prompt(turn.messages),
                         completion.completion_tokens or self.count(completion.content),
                         finish_reason=completion.finish_reason or "stop")
-        return await self._finish(turn, info, answer, headers, started)
+        return await self._respond(turn, info, started, answer)
+
+    # -- tier 2 -------------------------------------------------------------------------------------
+
+    async def _tier2_answer(self, turn: Turn, decision: RouteDecision,
+                            choice: TierChoice) -> tuple[Tier2Outcome | None, TierChoice]:
+        """Tier 2's answer and the choice that records how it was picked, or (None, the tier it escalated
+        to). A client that pinned a tier-2 model gets its answer or an error, never another tier."""
+        request, pinned = turn.request, turn.request.model if turn.forced_tier == 2 else None
+        requested = request.max_completion_tokens or request.max_tokens
+        may_escalate = pinned is None and self.can_answer(3)
+        try:
+            targets, why = self.tier2.targets(decision.task, requested, pinned, turn.previous_model)
+            target, fitted, note = await self.tier2.fit(targets, turn.messages, requested, turn.conversation_id)
+            params = request.generation_params()
+            if request.stream:
+                outcome = await self.tier2.stream(target, fitted, params, may_escalate)
+            else:
+                outcome = await self.tier2.complete(target, fitted, params, may_escalate)
+        except Tier2Failure as failure:
+            return None, self._after_tier2_failure(turn, choice, failure)
+        reason = choice.reason if pinned else f"{choice.reason}; {why}{note}"
+        if outcome.low_confidence:
+            reason += f"; unsure (confidence {outcome.confidence:.3f}) but no higher tier can answer"
+        return outcome, TierChoice(2, reason, choice.escalated_from, choice.cause)
+
+    def _after_tier2_failure(self, turn: Turn, choice: TierChoice, failure: Tier2Failure) -> TierChoice:
+        """The tier a failed tier-2 request goes to, or the error it gets."""
+        what = f"tier 2 {failure.cause.replace('_', ' ')}: {failure}"
+        if turn.forced_tier != 2:
+            up = escalate(choice, self.available, what, f"tier2_{failure.cause}")
+            if up is not None and self.can_answer(up.tier):
+                return up
+        if failure.cause == "too_long" or (failure.cause == "rejected" and failure.status == 400):
+            raise ApiError(400, f"{failure}" + ("" if turn.forced_tier == 2 else "; no tier above tier 2 can answer"),
+                           param="messages", code="context_length_exceeded" if failure.cause == "too_long" else None)
+        status, code = TIER2_ERRORS.get(failure.cause, (502, "tier2_failed"))
+        headers = {"Retry-After": RETRY_AFTER_S} if status in (503, 429) else None
+        unable = "" if turn.forced_tier == 2 else " and no tier above it can answer"
+        raise ApiError(status, f"{what}{unable}", "service_unavailable" if status == 503 else "upstream_error",
+                       code=code, headers=headers)
+
+    def _tier2_to_answer(self, answer: Tier2Answer, outcome: Tier2Outcome, turn: Turn) -> Answer:
+        return Answer(answer.content, answer.model,
+                      answer.prompt_tokens or outcome.fitted.prompt_tokens or self.count_prompt(outcome.fitted.messages),
+                      answer.completion_tokens or self.count(answer.content), finish_reason=answer.finish_reason,
+                      baseline_prompt_tokens=self.count_prompt(turn.messages) if outcome.fitted.summarised else None,
+                      price_model=outcome.target.model.name)
+
+    async def _tier2_pieces(self, outcome: Tier2Outcome, turn: Turn) -> AsyncIterator[str | Answer]:
+        async for piece in outcome.pieces:
+            yield self._tier2_to_answer(piece, outcome, turn) if isinstance(piece, Tier2Answer) else piece
 
     def _settle_tier1(self, ans: Tier1Answer, decision: RouteDecision, choice: TierChoice,
                       turn: Turn) -> tuple[str | None, TierChoice, bool]:
@@ -305,7 +417,7 @@ class ChatService:
                 raise ApiError(400, f"model {self.tier1_model!r} cannot answer this request: {why}",
                                param="response_format" if schema else "model", code="unsupported_by_tier1")
             return content, TierChoice(1, f"{choice.reason}; {why}", choice.escalated_from), True
-        up = escalate(choice, self.available, why)
+        up = escalate(choice, self.available, why, "tier1_unsure")
         if up is not None and self.can_answer(up.tier):
             return None, up, False
         if content is not None and self.settings.tier1.when_unsure == "answer":
@@ -323,7 +435,8 @@ class ChatService:
     def _price(self, info: TierwiseInfo, answer: Answer) -> None:
         info.model = answer.model
         info.result = answer.result
-        info.cost_usd = round(self.prices.cost(answer.model, answer.prompt_tokens, answer.completion_tokens), 10)
+        info.cost_usd = round(self.prices.cost(answer.price_model or answer.model, answer.prompt_tokens,
+                                               answer.completion_tokens), 10)
         baseline_prompt = answer.baseline_prompt_tokens or answer.prompt_tokens
         info.baseline_cost_usd = round(self.prices.baseline(baseline_prompt, answer.completion_tokens), 10)
 
@@ -332,7 +445,7 @@ class ChatService:
         metrics.REQUESTS.labels("chat", tier, info.task, str(status)).inc()
         metrics.LATENCY.labels("chat", tier).observe(time.perf_counter() - started)
         if info.escalated_from is not None:
-            metrics.ESCALATIONS.labels(str(info.escalated_from), tier).inc()
+            metrics.ESCALATIONS.labels(str(info.escalated_from), tier, info.escalation_cause or "").inc()
         metrics.COST.labels(tier, info.model).inc(info.cost_usd or 0.0)
         metrics.BASELINE_COST.labels(tier).inc(info.baseline_cost_usd or 0.0)
 
@@ -458,8 +571,11 @@ class ChatService:
         if failing:
             raise ApiError(503, f"not ready: {', '.join(failing)}", "service_unavailable",
                            headers={"Retry-After": RETRY_AFTER_S})
+        # Tier 2 is reported, not required: while a model's replicas restart, its traffic escalates.
+        tier2 = {"tier2": await self.tier2_pool.ready(), "tier2_unplaced": self.tier2_pool.unplaced} \
+            if self.tier2_pool else {}
         return {"status": "ready", "store_backend": self.store.backend,
-                "tier3_configured": self.tier3_unconfigured is None, **checks}
+                "tier3_configured": self.tier3_unconfigured is None, **checks, **tier2}
 
     # -- tokens -------------------------------------------------------------------------------------
 

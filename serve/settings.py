@@ -152,6 +152,133 @@ class Tier3Settings(_Section):
     providers: list[ProviderSettings] = []
 
 
+class LogprobCalibration(_Section):
+    """Platt scaling of an answer's mean token log-probability: P(good) = sigmoid(slope * mean + intercept),
+    fitted by ``tierwise calibrate tier2`` on answers graded against references."""
+
+    slope: float
+    intercept: float
+    # What it was fitted on, so a reader of the config can judge it.
+    fitted_on: str = ""
+
+
+class AdapterSettings(_Section):
+    """A LoRA adapter over a tier-2 base model, served as ``<model>:<name>`` through Serve's multiplexing."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    tasks: list[str] = []
+    min_confidence: float | None = Field(None, ge=0, le=1)
+
+
+class Tier2ModelSettings(_Section):
+    """One tier-2 model: Ray Serve LLM's ``LLMConfig`` as its docs write it, and what Tierwise adds."""
+
+    # Passed to ``ray.serve.llm.LLMConfig``. Tierwise requires what a production deployment must not leave
+    # to defaults: the context length, prefix caching, and explicit autoscaling and queue bounds.
+    llm_config: dict
+    # Router tasks this model is fit for (empty: any); the policy picks among fitting models by load.
+    tasks: list[str] = []
+    # A local folder or an s3:// / gs:// / azure:// URI with one sub-folder per adapter (PEFT layout).
+    adapters_path: str | None = None
+    adapters: list[AdapterSettings] = []
+    # Escalate to tier 3 when the answer's calibrated confidence is below this (0: never on confidence).
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    # Without a calibration the confidence is the geometric-mean token probability.
+    calibration: LogprobCalibration | None = None
+    # Output tokens a request may ask for (``max_tokens`` above it is a 400 naming it); default: the window.
+    max_output_tokens: int | None = Field(None, ge=1)
+
+    @property
+    def name(self) -> str:
+        """The model id clients and the gateway use."""
+        return self.llm_config["model_loading_config"]["model_id"]
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the engine holds per sequence (vLLM's ``max_model_len``)."""
+        return int(self.llm_config["engine_kwargs"]["max_model_len"])
+
+    @property
+    def output_limit(self) -> int:
+        """The most output tokens one request may ask for."""
+        return min(self.max_output_tokens or self.context_window, self.context_window)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the model asks for GPUs (anything but ``accelerator_config: {kind: cpu}``)."""
+        return (self.llm_config.get("accelerator_config") or {}).get("kind") != "cpu"
+
+    @model_validator(mode="after")
+    def _complete_llm_config(self) -> "Tier2ModelSettings":
+        from deployments.tier2 import check_llm_config
+
+        check_llm_config(self)
+        return self
+
+
+class Tier2ModelsFile(_Section):
+    """The file ``tier2.models_file`` names: the tier-2 models, cheapest first."""
+
+    models: list[Tier2ModelSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Tier2ModelsFile":
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model ids must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+class Tier2Settings(_Section):
+    """Self-hosted models on vLLM (Ray Serve LLM), and when tier 2 hands a request to tier 3."""
+
+    # YAML file of :class:`Tier2ModelsFile`; None: tier 2 is not deployed and its traffic goes to tier 3.
+    models_file: Path | None = None
+    # A whole non-streamed answer, and the first streamed token, must arrive within these.
+    timeout_s: float = Field(60.0, gt=0)
+    first_token_timeout_s: float = Field(15.0, gt=0)
+    # A stream's first tokens are held back until this many have arrived (or the stream ends, or
+    # hold_max_ms passes), so a low-confidence start escalates before the client has seen anything.
+    hold_tokens: int = Field(8, ge=0)
+    hold_max_ms: int = Field(500, ge=0)
+    # Tokens of output reserved in the window when a request sets no max_tokens.
+    default_output_reserve: int = Field(256, ge=1)
+    # Older turns that do not fit a model's window are summarised on tier 2 into at most this many tokens.
+    summary_max_tokens: int = Field(200, ge=16)
+    models: list[Tier2ModelSettings] = []
+
+    @model_validator(mode="after")
+    def _load_models(self) -> "Tier2Settings":
+        if self.models_file is None or self.models:
+            return self
+        path = Path(self.models_file)
+        if not path.is_file():
+            raise ValueError(f"models_file: file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            _resolve_model_paths(data, path.parent)
+            self.models = Tier2ModelsFile.model_validate(data).models
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        except ValidationError as exc:
+            raise ValueError(f"{path}: {_problems(exc)}") from None
+        return self
+
+
+def _resolve_model_paths(data: dict, base: Path) -> None:
+    """Local model and adapter paths written ``./...`` or ``../...`` are relative to the models file (a bare
+    ``org/name`` would be a hub id, which Tierwise never loads)."""
+    for model in data.get("models") or []:
+        if not isinstance(model, dict):
+            continue
+        loading = (model.get("llm_config") or {}).get("model_loading_config") or {}
+        for holder, key in ((loading, "model_source"), (model, "adapters_path")):
+            value = holder.get(key)
+            if isinstance(value, str) and value.startswith(("./", "../")):
+                holder[key] = str((base / value).resolve())
+
+
 class StoreSettings(_Section):
     """Conversation state."""
 
@@ -189,6 +316,7 @@ class Settings(BaseSettings):
     encoder: EncoderSettings = EncoderSettings()
     router: RouterSettings = RouterSettings()
     tier1: Tier1Settings = Tier1Settings()
+    tier2: Tier2Settings = Tier2Settings()
     tier3: Tier3Settings = Tier3Settings()
     store: StoreSettings = StoreSettings()
     http: HttpSettings = HttpSettings()
@@ -222,7 +350,8 @@ class Settings(BaseSettings):
 
 def _resolve_relative(data: dict, base: Path) -> None:
     """Paths in a config file are relative to that file's folder."""
-    for section, key in (("encoder", "model_dir"), ("router", "heads_dir"), ("tier1", "faq_path"), ("pricing", "path")):
+    for section, key in (("encoder", "model_dir"), ("router", "heads_dir"), ("tier1", "faq_path"), ("pricing", "path"),
+                         ("tier2", "models_file")):
         value = (data.get(section) or {}).get(key)
         if isinstance(value, str) and not Path(value).is_absolute():
             data[section][key] = str((base / value).resolve())
@@ -244,7 +373,9 @@ def load_settings(path: Path | str | None = None) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{config_path}: {problems} (fields may also come from TIERWISE_* variables)") from exc
+        raise ConfigError(f"{config_path}: {_problems(exc)} (fields may also come from TIERWISE_* variables)") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each error of ``exc`` as ``field.path: message``."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors())

@@ -35,6 +35,12 @@ class ConversationStore(Protocol):
     async def append(self, tenant: str, conversation_id: str, messages: list[dict]) -> None:
         """Atomically add all messages (or none), keep the newest max_messages, refresh the TTL."""
 
+    async def load_summaries(self, tenant: str, conversation_id: str) -> dict[int, str]:
+        """Summaries of the conversation's first n messages, by n ({} when none)."""
+
+    async def save_summary(self, tenant: str, conversation_id: str, upto: int, text: str) -> None:
+        """Keep the summary of the first ``upto`` messages with the conversation (same TTL)."""
+
     async def ping(self) -> bool:
         """Return whether the backing store answers."""
 
@@ -106,6 +112,27 @@ class RedisConversationStore:
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
 
+    def _summary_key(self, tenant: str, conversation_id: str) -> str:
+        return self._key(tenant, conversation_id) + ":summaries"
+
+    async def load_summaries(self, tenant: str, conversation_id: str) -> dict[int, str]:
+        """Summaries of the conversation's first n messages, by n ({} when none)."""
+        key = self._summary_key(tenant, conversation_id)
+        try:
+            raw = await self._redis.hgetall(key)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
+        return {int(k): v.decode() if isinstance(v, bytes) else v for k, v in raw.items()}
+
+    async def save_summary(self, tenant: str, conversation_id: str, upto: int, text: str) -> None:
+        """Keep the summary of the first ``upto`` messages with the conversation (same TTL)."""
+        key = self._summary_key(tenant, conversation_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.hset(key, str(upto), text).expire(key, self._ttl_s).execute()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
+
     async def ping(self) -> bool:
         """Return whether Redis answers a PING within the socket timeout."""
         try:
@@ -129,6 +156,7 @@ class MemoryConversationStore:
         # (tenant, conversation_id) -> (expiry deadline, JSON strings). Methods never await while
         # touching this dict, so each call is atomic with respect to other coroutines.
         self._data: dict[tuple[str, str], tuple[float, list[str]]] = {}
+        self._summaries: dict[tuple[str, str], dict[int, str]] = {}
         self._next_sweep = 0.0
 
     def _live(self, key: tuple[str, str], now: float) -> list[str]:
@@ -139,6 +167,7 @@ class MemoryConversationStore:
         # Expired conversations nobody reads again would otherwise stay in memory forever.
         if now >= self._next_sweep:
             self._data = {k: v for k, v in self._data.items() if v[0] > now}
+            self._summaries = {k: v for k, v in self._summaries.items() if k in self._data}
             self._next_sweep = now + min(self._ttl_s, 60)
 
     async def load(self, tenant: str, conversation_id: str) -> list[dict]:
@@ -160,6 +189,17 @@ class MemoryConversationStore:
         self._sweep(now)
         self._data[key] = (now + self._ttl_s, (self._live(key, now) + payload)[-self._max:])
 
+    async def load_summaries(self, tenant: str, conversation_id: str) -> dict[int, str]:
+        """Summaries of the conversation's first n messages, by n ({} when none)."""
+        _validate(tenant, conversation_id)
+        key = (tenant, conversation_id)
+        return dict(self._summaries.get(key, {})) if self._live(key, self._clock()) else {}
+
+    async def save_summary(self, tenant: str, conversation_id: str, upto: int, text: str) -> None:
+        """Keep the summary of the first ``upto`` messages with the conversation."""
+        _validate(tenant, conversation_id)
+        self._summaries.setdefault((tenant, conversation_id), {})[upto] = text
+
     async def ping(self) -> bool:
         """Always True: the store lives in this process."""
         return True
@@ -167,6 +207,7 @@ class MemoryConversationStore:
     async def close(self) -> None:
         """Drop all conversations."""
         self._data.clear()
+        self._summaries.clear()
 
 
 async def open_store(backend: str, url: str, prefix: str, ttl_s: int, max_messages: int) -> ConversationStore:
