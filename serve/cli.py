@@ -125,6 +125,16 @@ def export_encoder_cmd(force: bool = typer.Option(False, help="Rebuild even if t
     console.print(f"encoder artefact: {path}")
 
 
+@cli.command("build-tiny-llm")
+def build_tiny_llm_cmd(out: Path = typer.Option(Path("models/artifacts/tiny-llm"), help="Output folder"),
+                       force: bool = typer.Option(False, help="Rebuild even if the model exists")) -> None:
+    """Build the tiny random Llama, its tokenizer and LoRA adapters that tier 2 serves on CPU (what
+    ``make setup`` runs; seconds, about 1 MB)."""
+    from models.tiny_llm import build_tiny_llm
+
+    console.print(f"tiny Llama: {build_tiny_llm(out, force=force) / 'model'}")
+
+
 @cli.command()
 def train(only: list[str] = typer.Option(None, help="Steps to run (default all, in order): finetune, export, "
                                                     "calibrate"),

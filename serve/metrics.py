@@ -6,7 +6,8 @@ from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("tierwise_requests_total", "Requests answered, by endpoint, tier, task and HTTP status",
                    ["endpoint", "tier", "task", "status"])
-ESCALATIONS = Counter("tierwise_escalations_total", "Requests handed up a tier", ["from_tier", "to_tier"])
+ESCALATIONS = Counter("tierwise_escalations_total", "Requests handed up a tier, by cause",
+                      ["from_tier", "to_tier", "cause"])
 LATENCY = Histogram("tierwise_request_seconds", "Gateway latency until the answer (or first byte when streaming)",
                     ["endpoint", "tier"],
                     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))

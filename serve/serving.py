@@ -278,7 +278,7 @@ class ChatService:
     def _info(self, decision: RouteDecision, choice: TierChoice, model: str, turn: Turn, **extra) -> TierwiseInfo:
         return TierwiseInfo(tier=choice.tier, model=model, task=decision.task, reason=choice.reason,
                             confidence=round(decision.confidence, 4), escalated_from=choice.escalated_from,
-                            conversation_id=turn.conversation_id, **extra)
+                            escalation_cause=choice.cause, conversation_id=turn.conversation_id, **extra)
 
     # -- chat ---------------------------------------------------------------------------------------
 

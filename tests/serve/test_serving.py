@@ -271,3 +271,54 @@ async def test_a_conversation_keeps_its_parts_and_recognises_a_resend(make):
 async def test_task_endpoint_reply_is_rendered(make):
     response = await make().task("sentiment", "Product is great!")
     assert (response.reply, response.abstained) == ("positive", False)
+
+
+def with_unplaced_tier2(svc: ChatService, settings) -> ChatService:
+    """``svc`` as it starts on a cluster without the GPU its one tier-2 model needs."""
+    from deployments.tier2 import Tier2Pool
+
+    pool = Tier2Pool(settings.tier2, {}, {"qwen2.5-7b-instruct": "needs 1 GPU of type L4 per replica; the cluster has 0"})
+    return ChatService(svc.settings, svc.router, svc.tier1, svc.tier3, svc.tier3_unconfigured, svc.store, svc.prices,
+                       pool)
+
+
+async def test_an_unplaced_tier2_model_sends_its_traffic_up_and_says_why(make, settings):
+    svc = with_unplaced_tier2(make(route=decision("generation", tier=2)), settings)
+    svc.tier3_models = ["fake-frontier"]
+    body, _ = await chat(svc, request("Write a poem about the sea"))
+    tw = body["tierwise"]
+    assert (tw["tier"], tw["escalated_from"], tw["escalation_cause"]) == (3, 2, "tier2_not_deployed")
+    assert "qwen2.5-7b-instruct cannot be placed (needs 1 GPU of type L4" in tw["reason"]
+    ready = await svc.readiness()
+    assert ready["tier2_unplaced"] == {"qwen2.5-7b-instruct": "needs 1 GPU of type L4 per replica; the cluster has 0"}
+
+
+async def test_a_prompt_no_tier2_window_takes_goes_to_tier3_or_is_a_400(make):
+    from deployments.tier2 import Tier2Failure
+    from serve.policy import TierChoice
+
+    too_long = Tier2Failure("too_long", "the conversation does not fit any tier-2 window: tiny (1024 tokens)")
+    svc = make()
+    svc.available = {1, 2, 3}
+    turn = await svc.prepare(request("Summarise this: " + "word " * 500), None)
+    up = svc._after_tier2_failure(turn, TierChoice(2, "classifier: generation"), too_long)
+    assert (up.tier, up.escalated_from, up.cause) == (3, 2, "tier2_too_long") and "1024 tokens" in up.reason
+    alone = make(tier3=False)
+    alone.available = {1, 2, 3}
+    with pytest.raises(ApiError) as err:
+        alone._after_tier2_failure(turn, TierChoice(2, "classifier: generation"), too_long)
+    assert err.value.status == 400 and err.value.code == "context_length_exceeded"
+    assert "no tier above tier 2 can answer" in err.value.message
+
+
+@pytest.mark.parametrize("cause,status", [("overload", 503), ("timeout", 504), ("failure", 502)])
+async def test_tier2_failures_without_a_tier_above_are_errors_that_say_so(make, cause, status):
+    from deployments.tier2 import Tier2Failure
+    from serve.policy import TierChoice
+
+    svc = make(tier3=False)
+    svc.available = {1, 2, 3}
+    turn = await svc.prepare(request("Write a poem"), None)
+    with pytest.raises(ApiError) as err:
+        svc._after_tier2_failure(turn, TierChoice(2, "x"), Tier2Failure(cause, "replica gone"))
+    assert err.value.status == status and "replica gone" in err.value.message

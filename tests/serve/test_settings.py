@@ -73,3 +73,51 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_settings(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(_write(tmp_path, "http: [unclosed\n"))
+
+
+def test_the_shipped_tier2_configs_validate(monkeypatch):
+    from serve.settings import REPO_ROOT
+
+    for name, models in (("tier2-cpu.yaml", ["tiny-llama"]),
+                         ("tier2-gpu.yaml", ["qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "qwen2.5-14b-instruct"])):
+        monkeypatch.setenv("TIERWISE_TIER2__MODELS_FILE", str(REPO_ROOT / "configs" / name))
+        s = load_settings()
+        assert [m.name for m in s.tier2.models] == models
+        for m in s.tier2.models:
+            scaling = m.llm_config["deployment_config"]["autoscaling_config"]
+            assert {"min_replicas", "max_replicas", "target_ongoing_requests"} <= set(scaling)
+    gpu = load_settings().tier2.models  # an absolute local path stays as written
+    assert gpu[1].llm_config["model_loading_config"]["model_source"] == "/models/Llama-3.1-8B-Instruct"
+
+
+def test_tier2_model_paths_are_relative_to_the_models_file(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "models.yaml").write_text(
+        "models:\n  - llm_config:\n      model_loading_config: {model_id: tiny, model_source: ../weights/tiny}\n"
+        "      accelerator_config: {kind: cpu}\n"
+        "      engine_kwargs: {max_model_len: 512, enable_prefix_caching: true}\n"
+        "      deployment_config:\n        max_ongoing_requests: 4\n        max_queued_requests: 8\n"
+        "        autoscaling_config: {min_replicas: 1, max_replicas: 1, target_ongoing_requests: 2}\n"
+        "    adapters_path: ./adapters\n    adapters: [{name: sql}]\n")
+    s = load_settings(_write(tmp_path, "tier2:\n  models_file: m/models.yaml\n"))
+    (m,) = s.tier2.models
+    assert m.llm_config["model_loading_config"]["model_source"] == str(tmp_path / "weights" / "tiny")
+    assert m.adapters_path == str(tmp_path / "m" / "adapters") and m.context_window == 512 and not m.on_gpu
+
+
+def test_a_bad_tier2_model_names_both_files_and_the_field(tmp_path):
+    (tmp_path / "models.yaml").write_text(
+        "models:\n  - llm_config:\n      model_loading_config: {model_id: tiny, model_source: /w}\n"
+        "      accelerator_config: {kind: cpu}\n      engine_kwargs: {enable_prefix_caching: true}\n"
+        "      deployment_config: {max_ongoing_requests: 4}\n")
+    config = _write(tmp_path, "tier2:\n  models_file: models.yaml\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    message = str(err.value)
+    assert str(config) in message and str(tmp_path / "models.yaml") in message
+    assert "models.0" in message and "llm_config.engine_kwargs.max_model_len must be set" in message
+
+
+def test_a_missing_tier2_models_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"tier2.*models_file: file .*nowhere.yaml does not exist"):
+        load_settings(_write(tmp_path, "tier2:\n  models_file: nowhere.yaml\n"))
