@@ -125,6 +125,26 @@ class LocalLoraLoader:
                                    lora_assigned_int_id=global_id_manager.next())
 
 
+def _server_class():
+    """Ray Serve LLM's ``LLMServer`` with the engine's tokenizer service wired up.
+
+    Ray 2.60 looks the service up under vLLM's old state attribute (``openai_serving_tokenization``);
+    vLLM 0.32 names it ``serving_tokenization``, so the stock server answers every tokenize call with "not
+    supported". The gateway counts prompt tokens with the model's own tokenizer through that call.
+    """
+    from ray.serve.llm import LLMServer
+
+    class Tier2Server(LLMServer):
+        async def start(self):
+            await super().start()
+            engine = self.engine
+            if getattr(engine, "_oai_serving_tokenization", None) is None:
+                engine._oai_serving_tokenization = getattr(getattr(engine, "_app_state", None),
+                                                           "serving_tokenization", None)
+
+    return Tier2Server
+
+
 def deployment_name(model: "Tier2ModelSettings") -> str:
     """The Serve deployment of a model (unique in the application, readable in ``serve status``)."""
     return "Tier2:" + model.name.replace("/", "--").replace(".", "_")
@@ -145,7 +165,7 @@ def build_tier2(settings: "Tier2Settings", resources: dict[str, float]):
             bind["model_downloader"] = functools.partial(LocalLoraLoader, os.path.abspath(model.adapters_path))
         apps[model.name] = build_llm_deployment(to_llm_config(model), name_prefix="",
                                                 override_serve_options={"name": deployment_name(model)},
-                                                bind_kwargs=bind)
+                                                bind_kwargs=bind, deployment_cls=_server_class())
     return apps, unplaced
 
 
@@ -224,8 +244,7 @@ def parse_stream_batch(batch) -> list[dict]:
             chunk = json.loads(data)
             if "error" in chunk:
                 error = chunk["error"]
-                raise Tier2Failure("rejected" if 400 <= int(error.get("code") or 500) < 500 else "failure",
-                                   f"the engine answered: {error.get('message')}", int(error.get("code") or 500))
+                raise _engine_error(int(error.get("code") or 500), error.get("message"), error.get("param"))
             if chunk.get("usage"):
                 events.append({"usage": chunk["usage"]})
             for choice in chunk.get("choices") or []:
@@ -238,12 +257,21 @@ def parse_stream_batch(batch) -> list[dict]:
     return events
 
 
+# The parameters vLLM names when a prompt exceeds the model's context length.
+_TOO_LONG_PARAMS = ("input_tokens", "input_text")
+
+
+def _engine_error(code: int, message, param) -> Tier2Failure:
+    if param in _TOO_LONG_PARAMS:
+        return Tier2Failure("too_long", f"the engine answered: {message}", code)
+    return Tier2Failure("rejected" if 400 <= code < 500 else "failure", f"the engine answered: {message}", code)
+
+
 def _raise_if_error(item) -> None:
     error = getattr(item, "error", None)
     if error is not None:
-        code = int(getattr(error, "code", 500) or 500)
-        raise Tier2Failure("rejected" if 400 <= code < 500 else "failure",
-                           f"the engine answered: {getattr(error, 'message', error)}", code)
+        raise _engine_error(int(getattr(error, "code", 500) or 500), getattr(error, "message", error),
+                            getattr(error, "param", None))
 
 
 @dataclass
@@ -301,7 +329,10 @@ class Tier2Pool:
             async for response in self._streaming[target.model.name].tokenize.remote(request, None):
                 _raise_if_error(response)
                 return int(response.count)
-        except Tier2Failure:
+        except Tier2Failure as failure:
+            if failure.cause == "too_long":
+                # vLLM refuses to count past the window; all the caller needs is "more than fits".
+                return target.model.context_window + 1
             raise
         except Exception as exc:  # noqa: BLE001 - a dead replica or engine: tier 2 failed
             raise Tier2Failure("failure", f"tier 2 could not count tokens: {type(exc).__name__}: {exc}") from exc

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -159,6 +159,11 @@ class ChatService:
             return 2
         if model in self.tier3_models:
             return 3
+        unplaced = self.tier2_pool.unplaced if self.tier2_pool else {}
+        if model in unplaced:
+            raise ApiError(503, f"model {model!r} is configured but cannot be placed on this cluster: "
+                                f"{unplaced[model]}; ask for model 'auto'", "service_unavailable", param="model",
+                           code="model_not_placed", headers={"Retry-After": RETRY_AFTER_S})
         known = ", ".join([*ROUTER_ALIASES, self.tier1_model, *self.tier2_models, *self.tier3_models])
         raise ApiError(404, f"model {model!r} does not exist; available: {known}", param="model",
                        code="model_not_found")
@@ -350,6 +355,8 @@ class ChatService:
         may_escalate = pinned is None and self.can_answer(3)
         try:
             targets, why = self.tier2.targets(decision.task, requested, pinned, turn.previous_model)
+            if not pinned:
+                choice = replace(choice, reason=f"{choice.reason}; {why}")
             target, fitted, note = await self.tier2.fit(targets, turn.messages, requested, turn.conversation_id)
             params = request.generation_params()
             if request.stream:
@@ -358,10 +365,10 @@ class ChatService:
                 outcome = await self.tier2.complete(target, fitted, params, may_escalate)
         except Tier2Failure as failure:
             return None, self._after_tier2_failure(turn, choice, failure)
-        reason = choice.reason if pinned else f"{choice.reason}; {why}{note}"
+        reason = choice.reason + note
         if outcome.low_confidence:
             reason += f"; unsure (confidence {outcome.confidence:.3f}) but no higher tier can answer"
-        return outcome, TierChoice(2, reason, choice.escalated_from, choice.cause)
+        return outcome, replace(choice, reason=reason)
 
     def _after_tier2_failure(self, turn: Turn, choice: TierChoice, failure: Tier2Failure) -> TierChoice:
         """The tier a failed tier-2 request goes to, or the error it gets."""

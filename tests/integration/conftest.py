@@ -1,4 +1,4 @@
-"""A real Ray cluster (2 CPUs) running the Tierwise application, the real Redis, and a local
+"""A real Ray cluster (this machine's 2 cores) running the Tierwise application, the real Redis, and a local
 OpenAI-compatible provider for tier 3.
 
 Two Serve applications share the cluster: ``main`` (router and tier 1 inside the gateway, provider
@@ -92,7 +92,9 @@ def cluster(settings, provider, private_redis):
         section.num_cpus = 0  # both apps share the 2 CPUs of this machine
 
     port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Logical CPUs: a tier-2 vLLM replica reserves 1.5 (its actor and its engine's bundle), and the
+    # autoscaling test adds a second; their threads are capped at one each (OMP_NUM_THREADS=1).
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(main), name="main", route_prefix="/")
     serve.run(build_app(isolated), name="isolated", route_prefix="/isolated")
