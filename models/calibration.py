@@ -9,7 +9,7 @@ fitted so that the answers tier 1 keeps, on held-out rows, are at least ``target
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +33,28 @@ class HeadCalibration:
     rows: int = 0
 
 
+@dataclass(frozen=True)
+class ScoreCalibration:
+    """Platt scaling of a raw score (a FAQ cosine similarity) into the probability that the answer it
+    picks is right, so that it can be compared with the heads' calibrated probabilities."""
+
+    slope: float
+    intercept: float
+    ece: float | None = None
+    rows: int = 0
+
+    def prob(self, score: float) -> float:
+        """P(right | score)."""
+        return float(1.0 / (1.0 + np.exp(-(self.slope * score + self.intercept))))
+
+
 @dataclass
 class Calibration:
-    """Every head's :class:`HeadCalibration`; a head without one keeps temperature 1 and threshold 0.5."""
+    """Every head's :class:`HeadCalibration` (a head without one keeps temperature 1 and threshold 0.5)
+    and the :class:`ScoreCalibration` of raw scores (a score without one is used as it is)."""
 
     heads: dict[str, HeadCalibration]
+    scores: dict[str, ScoreCalibration] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> "Calibration":
@@ -45,13 +62,20 @@ class Calibration:
         if not Path(path).exists():
             return cls({})
         data = json.loads(Path(path).read_text())
-        return cls({name: HeadCalibration(**values) for name, values in data.get("heads", {}).items()})
+        return cls({name: HeadCalibration(**values) for name, values in data.get("heads", {}).items()},
+                   {name: ScoreCalibration(**values) for name, values in data.get("scores", {}).items()})
 
     def save(self, path: Path) -> None:
         """Write ``calibration.json``."""
         payload = {"keep_accuracy_target": KEEP_ACCURACY,
-                   "heads": {name: asdict(h) for name, h in sorted(self.heads.items())}}
+                   "heads": {name: asdict(h) for name, h in sorted(self.heads.items())},
+                   "scores": {name: asdict(c) for name, c in sorted(self.scores.items())}}
         Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+    def score_prob(self, name: str, score: float) -> float:
+        """The calibrated probability behind a raw score (the score itself when uncalibrated)."""
+        calibration = self.scores.get(name)
+        return calibration.prob(score) if calibration else float(score)
 
     def get(self, head: str) -> HeadCalibration:
         """The head's calibration (defaults when it has none)."""
@@ -122,3 +146,22 @@ def summarise(confidence: np.ndarray, correct: np.ndarray, temperature: float = 
         kept_accuracy=round(float(correct[kept].mean()), 4) if kept.any() else None,
         kept_share=round(float(kept.mean()), 4), ece=round(expected_calibration_error(confidence, correct), 4),
         rows=int(len(correct)))
+
+
+def fit_platt(scores: np.ndarray, correct: np.ndarray, iterations: int = 50) -> ScoreCalibration:
+    """Platt scaling: the logistic curve of ``correct`` on ``scores`` that maximises the likelihood
+    (Newton's method on two parameters; a small ridge keeps it finite on separable data)."""
+    x = np.stack([np.asarray(scores, float), np.ones(len(scores))], axis=1)
+    y = np.asarray(correct, float)
+    w = np.zeros(2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-x @ w))
+        gradient = x.T @ (p - y) + 1e-3 * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    p = 1.0 / (1.0 + np.exp(-x @ w))
+    return ScoreCalibration(float(w[0]), float(w[1]), round(expected_calibration_error(p, y.astype(bool)), 4),
+                            len(y))

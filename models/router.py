@@ -194,8 +194,11 @@ class Router:
             decision.reason += "; the message wraps a text, which no FAQ entry or intent answers"
             return decision
         if match.score >= self.thresholds.faq_min_score:
-            return RouteDecision("faq", 1, match.score, f"FAQ entry '{match.entry.id}' matched "
-                                 f"(score {match.score:.2f})", scores, features=user, **faq)
+            # The confidence is the calibrated probability that the entry is right, like every other
+            # decision's, so the policy's thresholds (stickiness) mean the same for a FAQ match.
+            p_faq = self.calibration.score_prob("faq", match.score)
+            return RouteDecision("faq", 1, p_faq, f"FAQ entry '{match.entry.id}' matched (score {match.score:.2f}, "
+                                 f"p={p_faq:.2f})", scores, features=user, **faq)
         intent, p_intent = self._intent(user)
         if intent in self.intent_responses and p_intent >= self._threshold("clinc150"):
             response = self.intent_responses[intent].format(intent=intent)

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from models import datasets as ds
-from models.calibration import CALIBRATED_HEADS, Calibration, HeadCalibration, calibrate_head, summarise
+from models.calibration import (
+    CALIBRATED_HEADS,
+    Calibration,
+    HeadCalibration,
+    ScoreCalibration,
+    calibrate_head,
+    fit_platt,
+    summarise,
+)
 from models.encoder import Encoder
 from models.entities import EntityTagger
 from models.heads import LinearHead, softmax
@@ -138,7 +146,8 @@ def calibrate_all(encoder_dir: Path, heads_dir: Path) -> Calibration:
     themselves on the synthetic ``calib`` requests, so the thresholds account for reading errors too.
     """
     heads = load_heads(heads_dir)
-    runner = HeadRunner(Encoder(encoder_dir, threads=1, device="cpu"), heads)
+    encoder = Encoder(encoder_dir, threads=1, device="cpu")
+    runner = HeadRunner(encoder, heads)
     fitted: dict[str, HeadCalibration] = {}
     for rows in calibration_sets(heads):
         logits = runner.sentence_logits(rows.head, rows.texts)
@@ -158,7 +167,24 @@ def calibrate_all(encoder_dir: Path, heads_dir: Path) -> Calibration:
     gold = np.array([TASKS.index(ex.task) for ex in calib])
     fitted["task"] = _calibrate_task(task_logits, gold)
     fitted["labels"] = _calibrate_labels(runner, heads, calib, fitted)
-    return Calibration(fitted)
+    return Calibration(fitted, {"faq": calibrate_faq(encoder)})
+
+
+def calibrate_faq(encoder: Encoder) -> ScoreCalibration:
+    """P(the FAQ entry matched is right | its cosine score), so a FAQ match is weighed like the heads'
+    probabilities: StackFAQ's queries against StackFAQ (right when the top entry is theirs) and CLINC150's
+    out-of-scope validation queries against the same FAQ (never right)."""
+    from models.faq import FaqEntry, FaqIndex
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.stack([encoder.encode([t]).pooled[0] for t in texts])
+
+    _, entries, queries = _stackfaq()
+    index = FaqIndex([FaqEntry(i, q, a, (q, a)) for i, q, a in entries], embed)
+    oos = [t for t, label in ds.clinc150("val") if label == "oos"]
+    matches = index.best(embed([q for q, _ in queries] + oos))
+    correct = [m.entry.id == gold for m, (_, gold) in zip(matches, queries)] + [False] * len(oos)
+    return fit_platt(np.array([m.score for m in matches]), np.array(correct))
 
 
 def _reader(ex) -> str:

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Bytes of instruction and framing a summarisation prompt adds around the transcript (a bound).
 SUMMARY_PROMPT_OVERHEAD = 400
+# Low, for faithful summaries; not 0, where a weak model repeats one token.
+SUMMARY_TEMPERATURE = 0.3
 
 
 @dataclass
@@ -136,9 +138,13 @@ class Tier2Service:
                 text = f"{summary_message(summary)['content']}\n\nThe conversation continues:\n{text}"
             prompt = [{"role": "system", "content": SUMMARY_INSTRUCTION.format(words=int(limit * 0.7))},
                       {"role": "user", "content": text}]
-            answer = await self.pool.complete(base, prompt, {"max_tokens": limit, "temperature": 0.0})
-            summary = answer.content.strip()
-        return summary or ""
+            # min_tokens: a model that ends its turn at once would otherwise leave the thread with nothing.
+            answer = await self.pool.complete(base, prompt, {"max_tokens": limit, "min_tokens": min(16, limit),
+                                                             "temperature": SUMMARY_TEMPERATURE})
+            summary = answer.content.strip() or summary
+        # A model that wrote nothing usable still leaves the thread: the older turns' openings, cut to the
+        # summary's budget (a byte-level tokenizer makes no more tokens than bytes).
+        return summary or transcript(messages).encode()[:limit].decode(errors="ignore")
 
     async def complete(self, target: Tier2Target, fitted: Fitted, params: dict, may_escalate: bool) -> Tier2Outcome:
         """A whole answer; an unsure one raises low_confidence when ``may_escalate``."""

@@ -211,7 +211,7 @@ def replicas(state: str = "RUNNING") -> int:
 
 def test_a_replica_killed_mid_request_costs_an_escalation_and_is_replaced(app, client):
     import ray
-    from ray.util.state import list_actors
+    from ray._private.state import actors
 
     body = {"model": "auto", "messages": [{"role": "user", "content": POEM}], "max_tokens": 512,
             "extra_body": {"ignore_eos": True}}
@@ -219,9 +219,10 @@ def test_a_replica_killed_mid_request_costs_an_escalation_and_is_replaced(app, c
         pending = pool.submit(lambda: client.chat.completions.create(
             model=body["model"], messages=body["messages"], max_tokens=body["max_tokens"], extra_body=body["extra_body"]))
         time.sleep(0.4)
-        (actor,) = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
-                    if a.class_name == f"ServeReplica:{APP}:{DEPLOYMENT}"]
-        ray.kill(ray.get_actor(actor.name, namespace=actor.ray_namespace), no_restart=True)
+        # The GCS's actor table (the state API needs the dashboard, which the test cluster runs without).
+        (name,) = [a["Name"] for a in actors(actor_state_name="ALIVE").values()
+                   if a["ActorClassName"].endswith(f"ServeReplica:{APP}:{DEPLOYMENT}")]
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
         answer = pending.result(timeout=120)
     tw = tierwise(answer)
     assert (tw["tier"], tw["escalated_from"], tw["escalation_cause"]) == (3, 2, "tier2_failure")

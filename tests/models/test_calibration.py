@@ -64,3 +64,14 @@ def test_calibrated_head_keeps_answers_at_the_target(tmp_path):
     assert again.get("h") == head
     assert again.get("missing") == HeadCalibration()
     np.testing.assert_allclose(again.probs("h", logits).sum(1), 1.0, rtol=1e-6)
+
+
+def test_platt_scaling_recovers_a_logistic_curve():
+    from models.calibration import fit_platt
+
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, 20000)
+    correct = rng.uniform(0, 1, 20000) < 1 / (1 + np.exp(-(10 * scores - 6)))
+    fitted = fit_platt(scores, correct)
+    assert fitted.slope == pytest.approx(10, rel=0.1) and fitted.intercept == pytest.approx(-6, rel=0.1)
+    assert fitted.ece < 0.02 and fitted.rows == 20000

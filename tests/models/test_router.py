@@ -84,6 +84,10 @@ def test_faq_match_and_miss(router):
                                     RouteInput("How do I reset the password of my router's admin page?")])
     assert (hit.task, hit.tier, hit.faq_id) == ("faq", 1, "returns")
     assert miss.tier > 1
+    # A FAQ match's confidence is a calibrated probability (Platt on its cosine), not the cosine itself.
+    faq = router.calibration.scores["faq"]
+    assert hit.confidence == pytest.approx(faq.prob(hit.faq_score)) and hit.confidence != hit.faq_score
+    assert faq.prob(0.5) < faq.prob(0.75) < faq.prob(0.95)
 
 
 def test_rule_wins(router):
