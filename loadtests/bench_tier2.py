@@ -119,21 +119,25 @@ def main() -> None:
 
     settings = load_settings()
     port = free_port()
+    # HAProxy's stats and metrics pages default to fixed ports, where a running gateway would clash.
+    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(settings), name="tierwise", route_prefix="/")
     handle = serve.get_deployment_handle(DEPLOYMENT, app_name="tierwise")
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     samples = {"direct": [], "gateway_pinned": [], "gateway_auto": []}
+    loop = asyncio.new_event_loop()  # one loop: the handle keeps its routing state on it
     with httpx.Client(timeout=120) as http:
         # Warm-up: the engine's first requests, the gateway's first route and the handle's routing table.
         for prompt in PROMPTS:
-            asyncio.run(direct(handle, prompt, args.max_tokens))
+            loop.run_until_complete(direct(handle, prompt, args.max_tokens))
             through_gateway(http, url, "tiny-llama", prompt, args.max_tokens)
             through_gateway(http, url, "auto", prompt, args.max_tokens)
         for i in range(args.requests):
             prompt = PROMPTS[i % len(PROMPTS)]
-            samples["direct"].append(asyncio.run(direct(handle, prompt, args.max_tokens)))
+            samples["direct"].append(loop.run_until_complete(direct(handle, prompt, args.max_tokens)))
             samples["gateway_pinned"].append(through_gateway(http, url, "tiny-llama", prompt, args.max_tokens))
             samples["gateway_auto"].append(through_gateway(http, url, "auto", prompt, args.max_tokens))
     serve.shutdown()

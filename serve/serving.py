@@ -235,7 +235,12 @@ class ChatService:
     async def decide(self, turn: Turn) -> tuple[RouteDecision, TierChoice]:
         """The router's proposal and the tier the policy picks: a deployed one, and tier 1 only when the
         request is one tier 1 may answer (no tools, media or logprobs; a language it reads)."""
-        decision: RouteDecision = await self.router.route(self.route_input(turn))
+        if turn.forced_tier in (2, 3):
+            # The client chose a generating model: the router's verdict would not change the tier, and its
+            # pass would add to the time to first token (tier 1 still reads the request to answer it).
+            decision = RouteDecision("unrouted", turn.forced_tier, 1.0, "not routed", {})
+        else:
+            decision = await self.router.route(self.route_input(turn))
         choice = choose_tier(decision.tier, decision.confidence, decision.reason,
                              previous_tier=turn.previous_tier, forced_tier=turn.forced_tier,
                              sticky_max_confidence=self.settings.router.sticky_max_confidence)
