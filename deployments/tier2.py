@@ -12,12 +12,13 @@ way tier 2 can fail (an engine error, a dead replica, a timeout, a full queue, a
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import math
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -73,7 +74,7 @@ def to_llm_config(model: "Tier2ModelSettings"):
     """The model's ``ray.serve.llm.LLMConfig``, with LoRA multiplexing switched on when it has adapters."""
     from ray.serve.llm import LLMConfig
 
-    config = json.loads(json.dumps(model.llm_config))
+    config = copy.deepcopy(model.llm_config)
     if model.adapters:
         remote = model.adapters_path.startswith(REMOTE_PREFIXES)
         lora = {"max_num_adapters_per_replica": len(model.adapters), **config.get("lora_config", {})}
@@ -94,7 +95,8 @@ def placement_problem(model: "Tier2ModelSettings", resources: dict[str, float]) 
     per_replica = int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
     replicas = max(1, int(model.llm_config["deployment_config"]["autoscaling_config"]["min_replicas"]))
     kind = model.llm_config.get("accelerator_type")
-    have = resources.get(f"accelerator_type:{kind}", 0) and resources.get("GPU", 0) if kind else resources.get("GPU", 0)
+    # Ray marks each node's GPU type as a resource (``accelerator_type:L4``); without it, no GPU fits.
+    have = resources.get("GPU", 0) if not kind or resources.get(f"accelerator_type:{kind}") else 0
     if have >= per_replica * replicas:
         return None
     what = f"{per_replica} GPU{'s' if per_replica > 1 else ''}" + (f" of type {kind}" if kind else "")
@@ -274,11 +276,6 @@ def _raise_if_error(item) -> None:
                             getattr(error, "param", None))
 
 
-@dataclass
-class _Load:
-    in_flight: dict[str, int] = field(default_factory=dict)
-
-
 class Tier2Pool:
     """The gateway's view of tier 2: the placed models and their adapters, their load, and calls to them.
 
@@ -290,7 +287,7 @@ class Tier2Pool:
         self.settings, self.handles, self.unplaced = settings, handles, dict(unplaced)
         self.targets = [t for m in settings.models if m.name in handles
                         for t in [Tier2Target(m)] + [Tier2Target(m, a) for a in m.adapters]]
-        self._load = _Load()
+        self._in_flight: dict[str, int] = {}
         self._streaming = {name: h.options(stream=True) for name, h in handles.items()}
 
     @property
@@ -306,7 +303,7 @@ class Tier2Pool:
         """This gateway's in-flight requests to the target's model over what its replicas take at most."""
         deployment = target.model.llm_config["deployment_config"]
         capacity = deployment["max_ongoing_requests"] * deployment["autoscaling_config"]["max_replicas"]
-        return self._load.in_flight.get(target.model.name, 0) / max(capacity, 1)
+        return self._in_flight.get(target.model.name, 0) / max(capacity, 1)
 
     async def ready(self) -> dict[str, bool]:
         """Each placed model's engine health (Serve's health check of the replica)."""
@@ -361,7 +358,7 @@ class Tier2Pool:
         """One non-streamed answer within ``timeout_s``."""
         request = self._request(target, messages, params, stream=False)
         name = target.model.name
-        self._load.in_flight[name] = self._load.in_flight.get(name, 0) + 1
+        self._in_flight[name] = self._in_flight.get(name, 0) + 1
         try:
             response = await asyncio.wait_for(self._first(self._handle(target).chat.remote(request, None)),
                                               timeout=self.settings.timeout_s)
@@ -372,7 +369,7 @@ class Tier2Pool:
         except Exception as exc:  # noqa: BLE001 - whatever broke, the request escalates
             raise _call_failure(target, exc) from exc
         finally:
-            self._load.in_flight[name] -= 1
+            self._in_flight[name] -= 1
         _raise_if_error(response)
         choice = response.choices[0]
         logprobs = [t.logprob for t in (choice.logprobs.content or [])] if choice.logprobs else []
@@ -392,7 +389,7 @@ class Tier2Pool:
         ``first_token_timeout_s``. Failures raise :class:`Tier2Failure`."""
         request = self._request(target, messages, params, stream=True)
         name = target.model.name
-        self._load.in_flight[name] = self._load.in_flight.get(name, 0) + 1
+        self._in_flight[name] = self._in_flight.get(name, 0) + 1
         generator = self._handle(target).chat.remote(request, None)
         try:
             first = True
@@ -415,7 +412,7 @@ class Tier2Pool:
                 for event in parse_stream_batch(batch):
                     yield event
         finally:
-            self._load.in_flight[name] -= 1
+            self._in_flight[name] -= 1
             generator.cancel()
 
 

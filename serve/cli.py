@@ -85,6 +85,10 @@ def _report_readiness(url: str) -> None:
                       "shared between replicas and is lost on restart; set TIERWISE_STORE__URL[/yellow]")
     else:
         console.print(f"conversation store: {store}")
+    for model, why in (ready.get("tier2_unplaced") or {}).items():
+        console.print(f"[yellow]tier 2: {model} cannot be placed ({why}); its traffic goes to the next tier[/yellow]")
+    if ready.get("tier2"):
+        console.print(f"tier 2: {', '.join(ready['tier2'])}")
     if not ready.get("tier3_configured"):
         console.print("[yellow]tier 3: no provider configured; tier-3 requests get a 503 saying how to add "
                       "one (tier3.providers in configs/tierwise.yaml)[/yellow]")

@@ -154,7 +154,7 @@ class Tier3Settings(_Section):
 
 class LogprobCalibration(_Section):
     """Platt scaling of an answer's mean token log-probability: P(good) = sigmoid(slope * mean + intercept),
-    fitted by ``tierwise calibrate tier2`` on answers graded against references."""
+    fitted (``models.calibration.fit_platt``) on answers graded against references."""
 
     slope: float
     intercept: float

@@ -175,3 +175,30 @@ async def test_local_adapters_resolve_to_their_folder(tmp_path):
     assert config.local_path == str(tmp_path / "sql") and config.model_id == "base:sql"
     with pytest.raises(ValueError, match="no adapter_config.json"):
         await loader.load_model_from_config("base:missing", None)
+
+
+def test_a_full_queue_is_an_overload_and_anything_else_a_failure():
+    from ray.serve.exceptions import BackPressureError
+
+    from deployments.tier2 import Tier2Target, _call_failure
+
+    target = Tier2Target(model())
+    overload = _call_failure(target, BackPressureError(num_queued_requests=128, max_queued_requests=128))
+    assert overload.cause == "overload" and "max_queued_requests=128" in str(overload)
+    died = _call_failure(target, RuntimeError("actor died"))
+    assert died.cause == "failure" and "qwen2.5-7b-instruct failed: RuntimeError: actor died" in str(died)
+
+
+def test_load_is_in_flight_requests_over_capacity():
+    from deployments.tier2 import Tier2Pool, Tier2Target
+
+    class Handle:
+        def options(self, **_):
+            return self
+
+    settings = type("S", (), {"models": [model()]})()
+    pool = Tier2Pool(settings, {"qwen2.5-7b-instruct": Handle()}, {})
+    target = Tier2Target(settings.models[0])
+    assert pool.targets == [target] and pool.load(target) == 0.0
+    pool._in_flight["qwen2.5-7b-instruct"] = 64
+    assert pool.load(target) == 64 / (64 * 4)
