@@ -6,6 +6,7 @@ forward pass in total.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from tokenizers import Tokenizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
 from models.encoder_export import FUSED_NAME, INT8_NAME
+
+log = logging.getLogger(__name__)
 
 _PRE_TOKENIZER = BertPreTokenizer()
 
@@ -70,16 +73,23 @@ def load_tokenizer(model_dir: Path, max_tokens: int | None = None) -> Tokenizer:
     return tokenizer
 
 
+def cuda_available() -> bool:
+    """Whether this ONNX Runtime build can run on CUDA (``onnxruntime-gpu``, the ``gpu`` extra)."""
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def pick_providers(device: str) -> list[str]:
-    """ONNX Runtime execution providers for ``device`` (``auto``, ``cuda`` or ``cpu``)."""
-    available = ort.get_available_providers()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+    """ONNX Runtime execution providers for ``device`` (``auto``, ``cuda`` or ``cpu``).
+
+    CUDA asked for on a build without it (the CPU ``onnxruntime`` on a GPU node) runs on the CPU with a
+    warning rather than failing the replica: routing slower beats no routing.
+    """
+    if device in ("auto", "cuda") and cuda_available():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
-        raise RuntimeError(
-            "device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider "
-            f"(available: {available}); install onnxruntime-gpu"
-        )
+        log.warning("encoder device 'cuda' asked for, but this onnxruntime build has no CUDAExecutionProvider "
+                    "(available: %s); running on the CPU. Install the gpu extra (onnxruntime-gpu) on GPU nodes.",
+                    ort.get_available_providers())
     return ["CPUExecutionProvider"]
 
 

@@ -17,6 +17,7 @@ from deployments.tier1 import InProcessTier1, Tier1Handle, Tier1Pool
 from deployments.tier2 import Tier2Pool, build_tier2
 from deployments.tier3 import Tier3Forwarder
 from serve.api import app as fastapi_app
+from models.encoder import cuda_available
 from models.router import Router
 from models.tier1 import Tier1Models
 from serve.api import bind_service
@@ -60,9 +61,19 @@ class Gateway:
 
 
 def router_uses_gpu(settings: Settings) -> bool:
-    """Whether the router should ask Ray for a GPU (``router.gpu``: auto, never, always)."""
+    """Whether the router should ask Ray for a GPU (``router.gpu``: auto, never, always).
+
+    ``auto`` takes one only when the cluster has a GPU and ONNX Runtime here can use it; a GPU cluster
+    with the CPU build keeps the router on the CPU, and says so.
+    """
     if settings.router.gpu == "auto":
-        return cluster_resources().get("GPU", 0) > 0
+        if cluster_resources().get("GPU", 0) <= 0:
+            return False
+        if not cuda_available():
+            log.warning("the cluster has GPUs but this onnxruntime build has no CUDAExecutionProvider: the "
+                        "router stays on the CPU (install the gpu extra, onnxruntime-gpu, to use them)")
+            return False
+        return True
     return settings.router.gpu == "always"
 
 

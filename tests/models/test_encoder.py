@@ -112,3 +112,29 @@ def test_int8_agrees_with_fp32_within_the_stated_tolerance(router, fp32):
         threshold = router.calibration.get(head).threshold
         kept = (_confidence(head, p) >= threshold) | (_confidence(head, q) >= threshold)
         assert same[kept].all(), head
+
+
+def test_cuda_asked_on_a_cpu_only_build_runs_on_the_cpu_and_says_so(settings, caplog):
+    import logging
+
+    from models.encoder import Encoder, cuda_available
+
+    assert not cuda_available()  # this machine's onnxruntime is the CPU build
+    with caplog.at_level(logging.WARNING, logger="models.encoder"):
+        encoder = Encoder(settings.encoder.model_dir, device="cuda")
+    assert encoder.providers == ["CPUExecutionProvider"]
+    assert "no CUDAExecutionProvider" in caplog.text and "running on the CPU" in caplog.text
+    assert encoder.encode(["Where is my parcel?"]).pooled.shape == (1, 384)
+
+
+def test_a_gpu_cluster_without_cuda_onnxruntime_keeps_the_router_on_the_cpu(settings, monkeypatch, caplog):
+    import logging
+
+    from serve import app
+
+    monkeypatch.setattr(app, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    with caplog.at_level(logging.WARNING, logger="serve.app"):
+        assert app.router_uses_gpu(settings) is False
+    assert "router stays on the CPU" in caplog.text
+    monkeypatch.setattr(app, "cuda_available", lambda: True)
+    assert app.router_uses_gpu(settings) is True
