@@ -4,7 +4,7 @@ Public routing sets overlap: the same benchmark question appears in several sour
 come with prefixed copies ("Answer the following question: ..."). A random split then tests on rows the
 router trained on. Here rows are deduplicated across sources first (exact after normalising, and near
 duplicates by MinHash over word shingles, confirmed by containment so that a prefixed copy joins its
-original), every row joins the group of its source item or template, and whole groups go to one side of
+original; shingles most rows share, a set's boilerplate, do not count), every row joins the group of its source item or template, and whole groups go to one side of
 the split. :func:`leak_check` reports what still crosses, and the tests plant a duplicate to see it fail.
 """
 
@@ -23,6 +23,10 @@ NUM_PERM = 128
 # the smaller text's by at least CONTAINMENT (a prefixed copy contains its original whole).
 CANDIDATE_JACCARD = 0.5
 CONTAINMENT = 0.8
+# In a set of at least BOILERPLATE_MIN_ROWS rows, a shingle found in more than BOILERPLATE_SHARE of them is
+# the set's boilerplate (a few-shot preamble, an instruction every row repeats), not a sign of a copy.
+BOILERPLATE_MIN_ROWS = 40
+BOILERPLATE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,20 @@ def shingles(text: str) -> set[str]:
     return {" ".join(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)}
 
 
+def content_shingles(texts: Sequence[str]) -> list[set[str]]:
+    """Each text's shingles less the set's boilerplate ones, so rows that share only a template are not
+    taken for copies (a text that is all boilerplate keeps its own shingles)."""
+    sets = [shingles(t) for t in texts]
+    if len(sets) < BOILERPLATE_MIN_ROWS:
+        return sets
+    counts: dict[str, int] = {}
+    for s in sets:
+        for sh in s:
+            counts[sh] = counts.get(sh, 0) + 1
+    limit = BOILERPLATE_SHARE * len(sets)
+    return [{sh for sh in s if counts[sh] <= limit} or s for s in sets]
+
+
 def _minhash(sh: set[str]) -> MinHash:
     m = MinHash(num_perm=NUM_PERM, seed=1)
     m.update_batch([s.encode() for s in sh])
@@ -104,7 +122,7 @@ def duplicate_clusters(rows: Sequence[Row]) -> list[int]:
                 groups.union(i, first[key])
             else:
                 first[key] = i
-    sets = [shingles(r.text) for r in rows]
+    sets = content_shingles([r.text for r in rows])
     lsh = MinHashLSH(threshold=CANDIDATE_JACCARD, num_perm=NUM_PERM)
     hashes = [_minhash(s) for s in sets]
     for i, m in enumerate(hashes):
@@ -135,13 +153,11 @@ def leak_check(train: Sequence[str], test: Sequence[str]) -> LeakReport:
     confirmed by shingle containment)."""
     seen = {normalise(t) for t in train}
     exact = [i for i, t in enumerate(test) if normalise(t) in seen]
+    sets = content_shingles(list(train) + list(test))
+    train_sets, test_sets = sets[:len(train)], sets[len(train):]
     lsh = MinHashLSH(threshold=CANDIDATE_JACCARD, num_perm=NUM_PERM)
-    train_sets = [shingles(t) for t in train]
     for k, s in enumerate(train_sets):
         lsh.insert(k, _minhash(s))
-    near = []
-    for i, t in enumerate(test):
-        s = shingles(t)
-        if i not in exact and any(_contained(s, train_sets[k]) for k in lsh.query(_minhash(s))):
-            near.append(i)
+    near = [i for i, s in enumerate(test_sets)
+            if i not in exact and any(_contained(s, train_sets[k]) for k in lsh.query(_minhash(s)))]
     return LeakReport(exact, near)

@@ -179,6 +179,19 @@ def eval_tier1(out: Path = typer.Option(..., "--out", help="Folder for report.md
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=2))
 
 
+@eval_cli.command("router")
+def eval_router(out: Path = typer.Option(..., "--out", help="Folder for report.md, figures.json and the plots"),
+                limit: Optional[int] = typer.Option(None, help="Prompts sampled from each set (a smoke run)"),
+                config: Optional[Path] = ConfigOption) -> None:
+    """Router report: quality-aware routing on RouteLLM's and RouterBench's benchmarks by their protocols."""
+    from models.router_eval import run_report
+
+    logging.basicConfig(level=logging.INFO)
+    figures = run_report(_settings(config), out, limit)
+    console.print(f"wrote {out / 'report.md'} and {out / 'figures.json'}")
+    print(json.dumps(figures, indent=2))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

@@ -54,3 +54,11 @@ def test_the_leak_check_fails_on_a_planted_duplicate():
 
 def test_normalise_keeps_words_only():
     assert normalise("  What's 2+2?\n") == "what s 2 2"
+
+
+def test_a_shared_template_alone_is_not_a_leak():
+    preamble = " ".join(f"example {i} of the shared few shot preamble that every prompt repeats" for i in range(12))
+    texts = [f"{preamble} Now the question: what is {i} times {i + 7}, written out in words?" for i in range(80)]
+    report = leak_check(texts[:40], texts[40:])
+    assert report.leaks == 0
+    assert leak_check(texts[:40], texts[40:] + [texts[3]]).exact == [40]

@@ -1,0 +1,351 @@
+"""Quality-aware routing measured on public benchmarks, by the published protocols.
+
+Quality heads: logistic regressions on the router's own pooled MiniLM embedding (the int8 encoder that
+serves), one per benchmark model, predicting that the model answers well. They are fitted only on training
+rows of each protocol:
+
+- RouteLLM (strong GPT-4-1106 against weak Mixtral-8x7B; contaminated prompts dropped as RouteLLM drops
+  them): the head predicts that the weak model falls short of the strong one, which is RouteLLM's "strong
+  win rate". MMLU: trained on at most 1,500 seeded rows (with any duplicates of them), tested on the rest, and 5-fold cross-validation
+  grouped by subject. GSM8K: 5-fold cross-validation. MT-Bench: 5-fold cross-validation grouped by question,
+  routed on the first turn and scored on both, as RouteLLM scores it. APGR and CPT as RouteLLM's
+  ``evaluate.py`` computes them (``models/router_metrics.py``).
+- RouterBench (11 models with per-query costs; the train and test splits RouterDC ships): the few-shot
+  exemplars every prompt of a subset starts with are stripped, so the encoder reads the question; one head
+  per model predicts its score; the router picks, per prompt, the model with the best predicted score less
+  ``λ`` times its cost, and sweeping ``λ`` gives its quality-cost points. AIQ over the single models' cost
+  range, beside the zero router (the hull of the single models) and the oracle.
+
+Unlike RouteLLM, whose routers were trained on Chatbot Arena preferences and evaluated on these sets, the
+heads here train on part of each benchmark and are tested on the rest (or out of fold), so the figures
+measure how well the embedding predicts model quality within a benchmark's distribution.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models import datasets as ds
+from models.router_data import Row, duplicate_clusters, leak_check
+from models.router_metrics import aiq, apgr, cpt, nondecreasing_hull, oracle_point, routellm_points
+
+log = logging.getLogger(__name__)
+
+STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
+MT_WEAK = "Mixtral-8x7B-Instruct-v0.1"
+SEED = 0
+MMLU_TRAIN_ROWS = 1500
+FOLDS = 5
+# RouteLLM's best published APGR per benchmark (matrix factorisation, trained on Arena data augmented with
+# a GPT-4 judge), the figures to beat.
+ROUTELLM_BEST_APGR = {"mt_bench": 0.802, "mmlu": 0.603, "gsm8k": 0.622}
+ROUTERBENCH_SUBSETS = {"arc_challenge": "arc_challenge", "mbpp": "mbpp", "winogrande": "winograde"}
+# Willingness to pay (quality per USD per query): dense, so each prompt's own switch points show.
+LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-2, 1e5, 400)])
+
+
+@dataclass
+class Benchmark:
+    """Prompts with each routed model's score on them (1/0, or a judge's score), and groups for
+    cross-validation."""
+
+    name: str
+    prompts: list[str]
+    strong: np.ndarray
+    weak: np.ndarray
+    groups: np.ndarray
+
+
+def _contaminated(name: str) -> set[str]:
+    path = ds.datasets_dir() / "routellm_gsm8k_mmlu" / f"{name}_contaminated_prompts.jsonl"
+    return {json.loads(line)["eval_prompt"] for line in path.read_text().splitlines() if line.strip()}
+
+
+def _truthy(value: str) -> float:
+    return 1.0 if value.strip().lower() == "true" else 0.0
+
+
+def routellm_benchmark(name: str) -> Benchmark:
+    """``mmlu``, ``gsm8k`` or ``mt_bench`` with RouteLLM's contaminated prompts dropped."""
+    root = ds.datasets_dir()
+    dropped = _contaminated(name)
+    if name in ("mmlu", "gsm8k"):
+        file = "mmlu_responses_all_subjects.csv" if name == "mmlu" else "gsm8k_responses.csv"
+        with open(root / "routellm_gsm8k_mmlu" / file, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["prompt"] not in dropped]
+        groups = [r.get("subject", str(i)) for i, r in enumerate(rows)]
+        return Benchmark(name, [r["prompt"] for r in rows], np.array([_truthy(r[STRONG]) for r in rows]),
+                         np.array([_truthy(r[WEAK]) for r in rows]), np.array(groups))
+    with open(root / "mt_bench" / "mt_bench_scores_gpt4_vs_mixtral.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_question: dict[str, dict] = {}
+    for r in rows:
+        q = by_question.setdefault(r["question_id"], {"turns": {}, "strong": [], "weak": []})
+        q["turns"][r["turn"]] = r["prompt"]
+        q["strong"].append(float(r[f"score_{STRONG}"]))
+        q["weak"].append(float(r[f"score_{MT_WEAK}"]))
+    kept = {qid: q for qid, q in by_question.items() if not set(q["turns"].values()) & dropped}
+    # Routed on the first turn, scored on both (RouteLLM's MT-Bench protocol).
+    return Benchmark(name, [q["turns"]["1"] for q in kept.values()],
+                     np.array([np.mean(q["strong"]) for q in kept.values()]),
+                     np.array([np.mean(q["weak"]) for q in kept.values()]), np.array(list(kept)))
+
+
+def strip_shared_preamble(texts: list[str]) -> list[str]:
+    """The texts less the paragraphs every one of them starts with: a benchmark's few-shot exemplars, which
+    would otherwise fill the encoder's 128 tokens and hide the question the router must read."""
+    paragraphs = [t.split("\n\n") for t in texts]
+    shared = 0
+    while all(len(p) > shared + 1 for p in paragraphs) and len({p[shared] for p in paragraphs}) == 1:
+        shared += 1
+    return ["\n\n".join(p[shared:]) for p in paragraphs]
+
+
+class Embedder:
+    """Pooled embeddings of the serving int8 encoder, one text at a time as the router runs them."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.encoder.encode([t]).pooled[0] for t in texts]).astype(np.float32)
+
+
+def _head(x: np.ndarray, y: np.ndarray):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
+
+
+def weak_falls_short(b: Benchmark) -> np.ndarray:
+    """RouteLLM's label: the strong model does better on the prompt than the weak one."""
+    return (b.strong > b.weak).astype(int)
+
+
+def strong_win_rates(b: Benchmark, x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The head's probability that the weak model falls short, fitted on ``train``, on ``test``."""
+    y = weak_falls_short(b)
+    if len(set(y[train])) < 2:
+        return np.full(len(test), float(y[train].mean()))
+    return _head(x[train], y[train]).predict_proba(x[test])[:, 1]
+
+
+def out_of_fold(b: Benchmark, x: np.ndarray, grouped: bool) -> np.ndarray:
+    """Win rates for every prompt from heads that never saw it (5 folds; grouped keeps a group together)."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    splitter = GroupKFold(n_splits=FOLDS) if grouped else KFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
+    rates = np.zeros(len(b.prompts))
+    for train, test in splitter.split(x, groups=b.groups if grouped else None):
+        rates[test] = strong_win_rates(b, x, train, test)
+    return rates
+
+
+def curve_figures(rates: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> dict:
+    """APGR and CPT(50%), CPT(80%) of the operating points the rates give."""
+    points = routellm_points(rates, strong, weak)
+    s, w = float(strong.mean()), float(weak.mean())
+    return {"apgr": round(apgr(points, s, w), 4), "cpt50": round(cpt(points, s, w, 0.5), 2),
+            "cpt80": round(cpt(points, s, w, 0.8), 2),
+            "points": [(round(p.strong_share, 2), round(p.score, 4)) for p in points]}
+
+
+def subset(b: Benchmark, limit: int | None) -> Benchmark:
+    """``limit`` prompts of ``b`` drawn reproducibly (all of them for None): a smoke run."""
+    if limit is None or limit >= len(b.prompts):
+        return b
+    keep = np.sort(np.random.default_rng(SEED).permutation(len(b.prompts))[:limit])
+    return Benchmark(b.name, [b.prompts[i] for i in keep], b.strong[keep], b.weak[keep], b.groups[keep])
+
+
+def routellm_figures(embed: Embedder, limit: int | None = None) -> dict:
+    """Every RouteLLM benchmark by its protocol here; ``leak`` counts test prompts also in training."""
+    out = {}
+    for name in ("mt_bench", "mmlu", "gsm8k"):
+        b = subset(routellm_benchmark(name), limit)
+        x = embed(b.prompts)
+        if name == "mmlu":
+            # MMLU repeats some questions: duplicates are grouped before drawing the training rows, so no
+            # test question (or near copy) was trained on.
+            clusters = np.array(duplicate_clusters([Row(p, "mmlu") for p in b.prompts]))
+            order = np.random.default_rng(SEED).permutation(len(b.prompts))
+            n_train = min(MMLU_TRAIN_ROWS, len(b.prompts) // 2)
+            in_train = set(clusters[order[:n_train]])
+            train = np.array([i for i in range(len(b.prompts)) if clusters[i] in in_train])
+            test = np.array([i for i in range(len(b.prompts)) if clusters[i] not in in_train])
+            figures = curve_figures(strong_win_rates(b, x, train, test), b.strong[test], b.weak[test])
+            figures["leak"] = leak_check([b.prompts[i] for i in train], [b.prompts[i] for i in test]).as_dict()
+            cv = curve_figures(out_of_fold(b, x, grouped=True), b.strong, b.weak)
+            figures["cv_by_subject"] = {k: cv[k] for k in ("apgr", "cpt50", "cpt80")}
+        else:
+            figures = curve_figures(out_of_fold(b, x, grouped=name == "mt_bench"), b.strong, b.weak)
+        figures |= {"rows": len(b.prompts), "strong_score": round(float(b.strong.mean()), 4),
+                    "weak_score": round(float(b.weak.mean()), 4),
+                    "routellm_best_apgr": ROUTELLM_BEST_APGR[name]}
+        out[name] = figures
+        log.info("routellm %s: APGR %.3f (RouteLLM's best %.3f)", name, figures["apgr"], ROUTELLM_BEST_APGR[name])
+    return out
+
+
+def _routerbench(split: str, subset: str, limit: int | None) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    path = ds.datasets_dir() / "routerdc" / f"routerbench_zs__{ROUTERBENCH_SUBSETS[subset]}_{split}.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    models = [c for c in rows[0] if c and "|" not in c and c not in ("sample_id", "prompt", "eval_name",
+                                                                     "oracle_model_to_route_to")]
+    # A few rows lack some model's score or cost (arc_challenge train): they cannot be scored, so they go.
+    complete = [r for r in rows if all(r[m] != "" and r[f"{m}|total_cost"] != "" for m in models)]
+    if len(complete) < len(rows):
+        log.info("routerbench %s %s: %d of %d rows lack a score or cost and are left out", subset, split,
+                 len(rows) - len(complete), len(rows))
+    rows = ds.sample(complete, limit, SEED) if limit else complete
+    prompts = [_prompt_text(r["prompt"]) for r in rows]
+    scores = np.array([[float(r[m]) for m in models] for r in rows])
+    costs = np.array([[float(r[f"{m}|total_cost"]) for m in models] for r in rows])
+    return prompts, models, scores, costs
+
+
+def _prompt_text(raw: str) -> str:
+    """RouterBench stores each prompt as the repr of a list of strings; the text is their join."""
+    try:
+        parts = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+    return "\n".join(parts) if isinstance(parts, list) and all(isinstance(p, str) for p in parts) else raw
+
+
+def routerbench_figures(embed: Embedder, limit: int | None = None) -> dict:
+    """AIQ of the quality-aware router on each RouterBench subset beside the zero router and the oracle."""
+    out = {}
+    for subset in ROUTERBENCH_SUBSETS:
+        train_prompts, models, train_scores, train_costs = _routerbench("train", subset, limit)
+        test_prompts, test_models, scores, costs = _routerbench("test", subset, limit)
+        assert models == test_models, f"{subset}: train and test list different models"
+        questions = strip_shared_preamble(train_prompts + test_prompts)
+        x_train, x_test = embed(questions[:len(train_prompts)]), embed(questions[len(train_prompts):])
+        predicted = np.stack([_head(x_train, (train_scores[:, m] > 0.5).astype(int)).predict_proba(x_test)[:, 1]
+                              if len(set(train_scores[:, m] > 0.5)) == 2 else np.full(len(x_test), train_scores[:, m].mean())
+                              for m in range(len(models))], axis=1)
+        # Costs are per query; the router knows each model's mean cost per query from the training split.
+        unit_cost = train_costs.mean(axis=0)
+        router_cost, router_quality = [], []
+        rows = np.arange(len(x_test))
+        for lam in LAMBDAS:
+            pick = (predicted - lam * unit_cost[None, :]).argmax(axis=1)
+            router_cost.append(costs[rows, pick].mean())
+            router_quality.append(scores[rows, pick].mean())
+        single_cost, single_quality = costs.mean(axis=0), scores.mean(axis=0)
+        cost_range = (float(single_cost.min()), float(single_cost.max()))
+        oracle = oracle_point(scores, costs)
+        out[subset] = {
+            "aiq": round(aiq(np.array(router_cost), np.array(router_quality), cost_range), 4),
+            "zero_router_aiq": round(aiq(single_cost, single_quality, cost_range), 4),
+            "oracle_aiq": round(aiq(np.array([oracle[0]]), np.array([oracle[1]]), cost_range), 4),
+            "best_single": {"model": models[int(single_quality.argmax())],
+                            "quality": round(float(single_quality.max()), 4)},
+            "leak": leak_check(train_prompts, test_prompts).as_dict(),
+            "curve": [(float(c), float(q)) for c, q in zip(router_cost, router_quality)],
+            "models": {m: (float(c), float(q)) for m, c, q in zip(models, single_cost, single_quality)},
+            "oracle": oracle, "rows": {"train": len(train_prompts), "test": len(test_prompts)},
+        }
+        hx, hy = nondecreasing_hull(np.array(router_cost), np.array(router_quality))
+        out[subset]["hull"] = [(float(c), float(q)) for c, q in zip(hx, hy)]
+        log.info("routerbench %s: AIQ %.3f (zero router %.3f, oracle %.3f)", subset, out[subset]["aiq"],
+                 out[subset]["zero_router_aiq"], out[subset]["oracle_aiq"])
+    return out
+
+
+def flat_figures(routellm: dict, routerbench: dict) -> dict:
+    """The flat ``figures.json`` keys: ``routellm.<bench>.<metric>`` and ``routerbench.<subset>.<metric>``."""
+    flat = {}
+    for bench, f in routellm.items():
+        for metric in ("apgr", "cpt50", "cpt80"):
+            flat[f"routellm.{bench}.{metric}"] = f[metric]
+    for subset, f in routerbench.items():
+        for metric in ("aiq", "zero_router_aiq", "oracle_aiq"):
+            flat[f"routerbench.{subset}.{metric}"] = f[metric]
+    return flat
+
+
+def write_report(out: Path, routellm: dict, routerbench: dict) -> dict:
+    """``report.md``, ``figures.json`` and the PNG plots in ``out``; returns the flat figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    flat = flat_figures(routellm, routerbench)
+    (out / "figures.json").write_text(json.dumps(flat, indent=2) + "\n")
+    (out / "details.json").write_text(json.dumps({"routellm": routellm, "routerbench": routerbench}, indent=1) + "\n")
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (bench, f) in zip(axes, routellm.items()):
+        share, score = zip(*sorted(f["points"]))
+        ax.plot(share, score, marker=".", label=f"Tierwise quality head (APGR {f['apgr']:.3f})")
+        ax.axhline(f["strong_score"], color="red", linestyle="--", label="GPT-4-1106 (strong)")
+        ax.axhline(f["weak_score"], color="grey", linestyle="--", label="Mixtral-8x7B (weak)")
+        ax.plot([0, 100], [f["weak_score"], f["strong_score"]], color="grey", linestyle=":", label="random router")
+        ax.set(title=f"{bench} (RouteLLM's best APGR {f['routellm_best_apgr']})", xlabel="strong model calls (%)",
+               ylabel="score")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "routellm_quality_vs_strong_share.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (subset, f) in zip(axes, routerbench.items()):
+        c, q = zip(*f["curve"])
+        ax.plot(c, q, ".", alpha=0.4, label="router (λ sweep)")
+        hc, hq = zip(*f["hull"])
+        ax.plot(hc, hq, "-", label=f"router hull (AIQ {f['aiq']:.3f})")
+        for model, (mc, mq) in f["models"].items():
+            ax.plot(mc, mq, "x", color="black")
+            ax.annotate(model.split("/")[-1], (mc, mq), fontsize=6)
+        ax.plot(*f["oracle"], "*", color="green", markersize=10, label=f"oracle (AIQ {f['oracle_aiq']:.3f})")
+        ax.set(title=f"RouterBench {subset} (zero router AIQ {f['zero_router_aiq']:.3f})", xlabel="mean cost per query (USD)",
+               ylabel="quality", xscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "routerbench_quality_vs_cost.png", dpi=110)
+    plt.close(fig)
+
+    lines = ["# Router report: quality-aware routing on public benchmarks", "",
+             "Generated by `tierwise eval router`. Protocols and where they differ from the published ones: "
+             "`models/router_eval.py`.", "",
+             "## RouteLLM (GPT-4-1106 strong, Mixtral-8x7B weak)", "",
+             "| benchmark | rows | APGR | RouteLLM's best APGR | CPT(50%) | CPT(80%) | protocol |", "|---|---|---|---|---|---|---|"]
+    protocol = {"mt_bench": "5-fold CV grouped by question", "mmlu": f"train {MMLU_TRAIN_ROWS} seeded rows, test the rest",
+                "gsm8k": "5-fold CV"}
+    for bench, f in routellm.items():
+        lines.append(f"| {bench} | {f['rows']} | {f['apgr']:.3f} | {f['routellm_best_apgr']:.3f} | {f['cpt50']:.1f}% | "
+                     f"{f['cpt80']:.1f}% | {protocol[bench]} |")
+    mmlu = routellm["mmlu"]
+    lines += ["", f"MMLU, 5-fold CV grouped by subject: APGR {mmlu['cv_by_subject']['apgr']:.3f}, CPT(50%) "
+              f"{mmlu['cv_by_subject']['cpt50']:.1f}%, CPT(80%) {mmlu['cv_by_subject']['cpt80']:.1f}%. Leak check of the "
+              f"MMLU split: {mmlu['leak']}.", "", "![RouteLLM curves](routellm_quality_vs_strong_share.png)", "",
+              "## RouterBench (11 models with costs; RouterDC's train/test splits)", "",
+              "| subset | test rows | AIQ | zero router AIQ | oracle AIQ | best single model | leak check |", "|---|---|---|---|---|---|---|"]
+    for subset, f in routerbench.items():
+        best = f["best_single"]
+        lines.append(f"| {subset} | {f['rows']['test']} | {f['aiq']:.4f} | {f['zero_router_aiq']:.4f} | {f['oracle_aiq']:.4f} | "
+                     f"{best['model']} ({best['quality']:.3f}) | {f['leak']['leaking_test_rows']} leaking |")
+    lines += ["", "![RouterBench curves](routerbench_quality_vs_cost.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    return flat
+
+
+def run_report(settings, out: Path, limit: int | None = None) -> dict:
+    """Embed with the serving encoder, evaluate both protocols, write the report (``limit`` prompts per
+    set for a smoke run)."""
+    from models.encoder import Encoder
+
+    embed = Embedder(Encoder(settings.encoder.model_dir, settings.encoder.max_tokens, threads=1, device="cpu"))
+    return write_report(out, routellm_figures(embed, limit), routerbench_figures(embed, limit))
