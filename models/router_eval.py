@@ -262,8 +262,66 @@ def routerbench_figures(embed: Embedder, limit: int | None = None) -> dict:
     return out
 
 
-def flat_figures(routellm: dict, routerbench: dict) -> dict:
-    """The flat ``figures.json`` keys: ``routellm.<bench>.<metric>`` and ``routerbench.<subset>.<metric>``."""
+# Follow-ups that lean on the turn before: alone they look easy, in their conversation they are not.
+FOLLOW_UPS = ("Make it shorter.", "Now in French.", "Thanks, and add tests.", "Can you explain that step by step?",
+              "Give me another example.", "Why?", "Rewrite it more formally.", "And the second one?")
+
+
+def mt_bench_questions() -> list[dict]:
+    """MT-Bench's 80 two-turn questions."""
+    path = ds.datasets_dir() / "mt_bench" / "question.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _decide(router, policy_settings, text: str, context: str = "", previous: int | None = None) -> int:
+    from models.router import RouteInput
+    from serve.policy import choose_tier
+
+    (d,) = router.route_batch([RouteInput(text, context)])
+    return choose_tier(d.tier, d.confidence, d.reason, previous_tier=previous,
+                       sticky_max_confidence=policy_settings.sticky_max_confidence).tier
+
+
+def task_routing_figures(router, policy_settings, limit: int | None = None) -> dict:
+    """Tier accuracy on the held-out synthetic requests (held-out templates around test-split texts), the
+    share of hard requests (their reasoning ones, and MT-Bench's math, reasoning and coding questions) sent
+    to tier 1, the router's latency on one core, and follow-ups kept on a tier that can carry the thread."""
+    import time
+
+    from models.instruction_data import build_requests
+    from models.router import TASK_TIER, RouteInput
+
+    examples = build_requests("test")
+    examples = ds.sample(examples, limit, SEED) if limit else examples
+    tiers, latencies = [], []
+    for ex in examples:
+        started = time.perf_counter()
+        (d,) = router.route_batch([RouteInput(ex.user, "", ex.system)])
+        latencies.append(time.perf_counter() - started)
+        tiers.append(d.tier)
+    expected = [TASK_TIER[ex.task] for ex in examples]
+    questions = mt_bench_questions()[: limit or None]
+    hard_mt = [q["turns"][0] for q in questions if q["category"] in ("math", "reasoning", "coding")]
+    hard_tiers = [t for t, ex in zip(tiers, examples) if ex.task == "reasoning"]
+    hard_tiers += [_decide(router, policy_settings, q) for q in hard_mt]
+    kept = total = 0
+    for q in questions:
+        first = _decide(router, policy_settings, q["turns"][0])
+        if first < 2:
+            continue
+        for follow_up in (q["turns"][1], *FOLLOW_UPS):
+            total += 1
+            kept += _decide(router, policy_settings, follow_up, q["turns"][0], previous=first) >= first
+    return {"tier_accuracy": round(float(np.mean([t == e for t, e in zip(tiers, expected)])), 4),
+            "hard_to_tier1_rate": round(float(np.mean([t == 1 for t in hard_tiers])), 4),
+            "requests": len(examples), "hard_requests": len(hard_tiers),
+            "follow_up_kept_rate": round(kept / max(total, 1), 4), "follow_ups": total,
+            "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 3)}
+
+
+def flat_figures(routellm: dict, routerbench: dict, routing: dict | None = None) -> dict:
+    """The flat ``figures.json`` keys: ``routellm.<bench>.<metric>``, ``routerbench.<subset>.<metric>``,
+    ``task_routing.*``, ``multi_turn.*`` and ``router.p50_ms``."""
     flat = {}
     for bench, f in routellm.items():
         for metric in ("apgr", "cpt50", "cpt80"):
@@ -271,10 +329,15 @@ def flat_figures(routellm: dict, routerbench: dict) -> dict:
     for subset, f in routerbench.items():
         for metric in ("aiq", "zero_router_aiq", "oracle_aiq"):
             flat[f"routerbench.{subset}.{metric}"] = f[metric]
+    if routing:
+        flat["task_routing.tier_accuracy"] = routing["tier_accuracy"]
+        flat["task_routing.hard_to_tier1_rate"] = routing["hard_to_tier1_rate"]
+        flat["multi_turn.follow_up_kept_rate"] = routing["follow_up_kept_rate"]
+        flat["router.p50_ms"] = routing["p50_ms"]
     return flat
 
 
-def write_report(out: Path, routellm: dict, routerbench: dict) -> dict:
+def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict) -> dict:
     """``report.md``, ``figures.json`` and the PNG plots in ``out``; returns the flat figures."""
     import matplotlib
 
@@ -282,9 +345,10 @@ def write_report(out: Path, routellm: dict, routerbench: dict) -> dict:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    flat = flat_figures(routellm, routerbench)
+    flat = flat_figures(routellm, routerbench, routing)
     (out / "figures.json").write_text(json.dumps(flat, indent=2) + "\n")
-    (out / "details.json").write_text(json.dumps({"routellm": routellm, "routerbench": routerbench}, indent=1) + "\n")
+    (out / "details.json").write_text(json.dumps({"routellm": routellm, "routerbench": routerbench,
+                                                  "task_routing": routing}, indent=1) + "\n")
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, (bench, f) in zip(axes, routellm.items()):
@@ -337,7 +401,14 @@ def write_report(out: Path, routellm: dict, routerbench: dict) -> dict:
         best = f["best_single"]
         lines.append(f"| {subset} | {f['rows']['test']} | {f['aiq']:.4f} | {f['zero_router_aiq']:.4f} | {f['oracle_aiq']:.4f} | "
                      f"{best['model']} ({best['quality']:.3f}) | {f['leak']['leaking_test_rows']} leaking |")
-    lines += ["", "![RouterBench curves](routerbench_quality_vs_cost.png)", ""]
+    lines += ["", "![RouterBench curves](routerbench_quality_vs_cost.png)", "",
+              "## Task routing and conversations", "",
+              f"- Tier accuracy on {routing['requests']:,} held-out synthetic requests: {routing['tier_accuracy']:.3f}.",
+              f"- Hard requests sent to tier 1: {routing['hard_to_tier1_rate']:.2%} of {routing['hard_requests']:,} "
+              "(target < 1%).",
+              f"- Follow-ups after a first turn on tier 2 or 3 (MT-Bench's second turns and generic follow-ups) kept on "
+              f"that tier or above: {routing['follow_up_kept_rate']:.3f} of {routing['follow_ups']} (target ≥ 0.95).",
+              f"- Router decision, one query, one core: p50 {routing['p50_ms']:.2f} ms.", ""]
     (out / "report.md").write_text("\n".join(lines))
     return flat
 
@@ -347,5 +418,8 @@ def run_report(settings, out: Path, limit: int | None = None) -> dict:
     set for a smoke run)."""
     from models.encoder import Encoder
 
+    from models.router import Router
+
     embed = Embedder(Encoder(settings.encoder.model_dir, settings.encoder.max_tokens, threads=1, device="cpu"))
-    return write_report(out, routellm_figures(embed, limit), routerbench_figures(embed, limit))
+    routing = task_routing_figures(Router.from_settings(settings), settings.router, limit)
+    return write_report(out, routellm_figures(embed, limit), routerbench_figures(embed, limit), routing)

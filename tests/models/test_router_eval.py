@@ -35,6 +35,8 @@ def test_the_router_report_smoke_run(settings, tmp_path):
             assert isinstance(flat[f"routellm.{bench}.{metric}"], float)
     for sub in ("arc_challenge", "mbpp", "winogrande"):
         assert flat[f"routerbench.{sub}.oracle_aiq"] >= flat[f"routerbench.{sub}.zero_router_aiq"] - 1e-9
+    assert 0 <= flat["task_routing.tier_accuracy"] <= 1 and 0 <= flat["task_routing.hard_to_tier1_rate"] <= 1
+    assert 0 <= flat["multi_turn.follow_up_kept_rate"] <= 1 and flat["router.p50_ms"] > 0
     assert json.loads((tmp_path / "figures.json").read_text()) == flat
     assert (tmp_path / "routellm_quality_vs_strong_share.png").stat().st_size > 10_000
     assert (tmp_path / "routerbench_quality_vs_cost.png").stat().st_size > 10_000
