@@ -282,8 +282,20 @@ class ChatService:
         started = time.perf_counter()
         turn = await self.prepare(request, conversation_id)
         decision, choice = await self.decide(turn)
+        model = self.model_of(choice.tier)
+        if choice.tier == 2:
+            # The model chat would try first (its window and answer are only known by calling it).
+            pinned = request.model if turn.forced_tier == 2 else None
+            try:
+                targets, why = self.tier2.targets(decision.task, request.max_completion_tokens or request.max_tokens,
+                                                  pinned, turn.previous_model)
+                model = targets[0].served_id
+                choice = choice if pinned else replace(choice, reason=f"{choice.reason}; {why}")
+            except Tier2Failure as failure:
+                choice = self._after_tier2_failure(turn, choice, failure)
+                model = self.model_of(choice.tier)
         scores = decision.explain() | {"latency_ms": round((time.perf_counter() - started) * 1000, 3)}
-        return self._info(decision, choice, self.model_of(choice.tier), turn, scores=scores)
+        return self._info(decision, choice, model, turn, scores=scores)
 
     def _info(self, decision: RouteDecision, choice: TierChoice, model: str, turn: Turn, **extra) -> TierwiseInfo:
         return TierwiseInfo(tier=choice.tier, model=model, task=decision.task, reason=choice.reason,

@@ -322,3 +322,30 @@ async def test_tier2_failures_without_a_tier_above_are_errors_that_say_so(make, 
     with pytest.raises(ApiError) as err:
         svc._after_tier2_failure(turn, TierChoice(2, "x"), Tier2Failure(cause, "replica gone"))
     assert err.value.status == status and "replica gone" in err.value.message
+
+
+async def test_route_names_the_tier2_model_chat_would_try_first(make, settings):
+    from deployments.tier2 import Tier2Pool
+    from serve.settings import Tier2ModelSettings
+
+    class Handle:
+        def options(self, **_):
+            return self
+
+    base = {"model_loading_config": {"model_id": "tiny", "model_source": "/w"}, "accelerator_config": {"kind": "cpu"},
+            "engine_kwargs": {"max_model_len": 1024, "enable_prefix_caching": True},
+            "deployment_config": {"max_ongoing_requests": 4, "max_queued_requests": 8,
+                                  "autoscaling_config": {"min_replicas": 1, "max_replicas": 1,
+                                                         "target_ongoing_requests": 2}}}
+    model = Tier2ModelSettings.model_validate({"llm_config": base, "tasks": ["generation"], "adapters_path": "/a",
+                                               "adapters": [{"name": "extract", "tasks": ["sentiment"]}]})
+    s = settings.model_copy(deep=True)
+    s.tier2.models = [model]
+    stand_in = make(route=decision("sentiment", tier=2))
+    svc = ChatService(s, stand_in.router, stand_in.tier1, stand_in.tier3, None, stand_in.store, stand_in.prices,
+                      Tier2Pool(s.tier2, {"tiny": Handle()}, {}))
+    info = await svc.route(request("What is the sentiment, and why? I loved it."), None)
+    assert (info.tier, info.model) == (2, "tiny:extract") and "lists task 'sentiment'" in info.reason
+    svc.router.decision = decision("reasoning", tier=2)
+    info = await svc.route(request("Prove it."), None)
+    assert info.tier == 3 and info.escalation_cause == "tier2_no_fit"
