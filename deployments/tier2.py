@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections import Counter
 import functools
 import json
 import math
@@ -287,13 +288,8 @@ class Tier2Pool:
         self.settings, self.handles, self.unplaced = settings, handles, dict(unplaced)
         self.targets = [t for m in settings.models if m.name in handles
                         for t in [Tier2Target(m)] + [Tier2Target(m, a) for a in m.adapters]]
-        self._in_flight: dict[str, int] = {}
+        self._in_flight: Counter[str] = Counter()
         self._streaming = {name: h.options(stream=True) for name, h in handles.items()}
-
-    @property
-    def deployed(self) -> bool:
-        """Whether any tier-2 model is placed."""
-        return bool(self.targets)
 
     def target(self, served_id: str) -> Tier2Target | None:
         """The target a client names, or None."""
@@ -303,7 +299,7 @@ class Tier2Pool:
         """This gateway's in-flight requests to the target's model over what its replicas take at most."""
         deployment = target.model.llm_config["deployment_config"]
         capacity = deployment["max_ongoing_requests"] * deployment["autoscaling_config"]["max_replicas"]
-        return self._in_flight.get(target.model.name, 0) / max(capacity, 1)
+        return self._in_flight[target.model.name] / max(capacity, 1)
 
     async def ready(self) -> dict[str, bool]:
         """Each placed model's engine health (Serve's health check of the replica)."""
@@ -358,12 +354,13 @@ class Tier2Pool:
         """One non-streamed answer within ``timeout_s``."""
         request = self._request(target, messages, params, stream=False)
         name = target.model.name
-        self._in_flight[name] = self._in_flight.get(name, 0) + 1
+        self._in_flight[name] += 1
         try:
             response = await asyncio.wait_for(self._first(self._handle(target).chat.remote(request, None)),
                                               timeout=self.settings.timeout_s)
         except asyncio.TimeoutError as exc:
-            raise Tier2Failure("timeout", f"no answer from {target.served_id} within {self.settings.timeout_s:g} s") from exc
+            raise Tier2Failure("timeout",
+                               f"no answer from {target.served_id} within {self.settings.timeout_s:g} s") from exc
         except Tier2Failure:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever broke, the request escalates
@@ -389,7 +386,7 @@ class Tier2Pool:
         ``first_token_timeout_s``. Failures raise :class:`Tier2Failure`."""
         request = self._request(target, messages, params, stream=True)
         name = target.model.name
-        self._in_flight[name] = self._in_flight.get(name, 0) + 1
+        self._in_flight[name] += 1
         generator = self._handle(target).chat.remote(request, None)
         try:
             first = True
@@ -420,8 +417,9 @@ def _call_failure(target: Tier2Target, exc: Exception) -> Tier2Failure:
     from ray.serve.exceptions import BackPressureError
 
     if isinstance(exc, BackPressureError):
+        bound = target.model.llm_config["deployment_config"]["max_queued_requests"]
         return Tier2Failure("overload", f"{target.model.name} is overloaded: its queue is full "
-                                        f"(max_queued_requests={target.model.llm_config['deployment_config']['max_queued_requests']})")
+                                        f"(max_queued_requests={bound})")
     return Tier2Failure("failure", f"{target.served_id} failed: {type(exc).__name__}: {str(exc)[:300]}")
 
 

@@ -1,11 +1,12 @@
 """Honest splits for the router's training and evaluation data.
 
-Public routing sets overlap: the same benchmark question appears in several sources, and templated rows
-come with prefixed copies ("Answer the following question: ..."). A random split then tests on rows the
-router trained on. Here rows are deduplicated across sources first (exact after normalising, and near
-duplicates by MinHash over word shingles, confirmed by containment so that a prefixed copy joins its
-original; shingles most rows share, a set's boilerplate, do not count), every row joins the group of its source item or template, and whole groups go to one side of
-the split. :func:`leak_check` reports what still crosses, and the tests plant a duplicate to see it fail.
+Public routing sets overlap: the same benchmark question appears in several sources, and templated rows come
+with prefixed copies ("Answer the following question: ..."). A random split then tests on rows the router
+trained on. Here rows are deduplicated across sources first (exact after normalising, and near duplicates by
+MinHash over word shingles, confirmed by containment so that a prefixed copy joins its original; shingles
+most rows share, a set's boilerplate, do not count), every row joins the group of its source item or
+template, and whole groups go to one side of the split. :func:`leak_check` reports what still crosses, and
+the tests plant a duplicate to see it fail.
 """
 
 from __future__ import annotations

@@ -340,6 +340,10 @@ class ChatCompletionRequest(BaseModel):
         sent = self.model_dump(by_alias=True, exclude_unset=True)
         return {k: v for k, v in sent.items() if k not in skip and v is not None}
 
+    def requested_output_tokens(self) -> int | None:
+        """The output tokens the request asks for at most (None: no limit set)."""
+        return self.max_completion_tokens or self.max_tokens
+
     def response_format_dict(self) -> dict | None:
         """``response_format`` as sent, or None."""
         if self.response_format is None:

@@ -17,7 +17,7 @@ from functools import cached_property
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from deployments.tier2 import Tier2Answer, Tier2Failure, Tier2Pool
+from deployments.tier2 import Tier2Answer, Tier2Failure, Tier2Pool, Tier2Target
 from deployments.tier3 import Completion, Tier3Unavailable
 from models import language
 from models.answer_format import CannotRender, render
@@ -80,21 +80,21 @@ class Turn:
         content parts (images, audio, files) as the client sent them."""
         return [{"role": m["role"], "content": m["content"]} for m in self.history + self.new_messages]
 
+    @cached_property
+    def _last_routing(self) -> dict:
+        """The routing record of the conversation's last answered assistant turn ({} when none)."""
+        return next((m["tierwise"] for m in reversed(self.history) if m["role"] == "assistant" and "tierwise" in m),
+                    {})
+
     @property
     def previous_model(self) -> str | None:
         """The model that answered the conversation's last assistant turn."""
-        for m in reversed(self.history):
-            if m["role"] == "assistant" and "tierwise" in m:
-                return m["tierwise"].get("model")
-        return None
+        return self._last_routing.get("model")
 
     @property
     def previous_tier(self) -> int | None:
         """The tier that answered the conversation's last assistant turn."""
-        for m in reversed(self.history):
-            if m["role"] == "assistant" and "tierwise" in m:
-                return m["tierwise"].get("tier")
-        return None
+        return self._last_routing.get("tier")
 
 
 @dataclass
@@ -136,8 +136,11 @@ class ChatService:
         self.tier2_models = [t.served_id for t in tier2.targets] if tier2 else []
         self.available = {1, 3} | ({2} if self.tier2_models else set())
         unplaced = tier2.unplaced if tier2 else {}
-        self.absent = {2: "tier 2 not deployed: " + "; ".join(f"{m} cannot be placed ({why})" for m, why in
-                                                             unplaced.items())} if unplaced and not self.tier2_models else {}
+        # Why tier 2 is missing when it was configured but nothing could be placed, for the reason field.
+        self.absent = {}
+        if unplaced and not self.tier2_models:
+            self.absent[2] = "tier 2 not deployed: " + "; ".join(f"{m} cannot be placed ({why})"
+                                                                  for m, why in unplaced.items())
         language.preload()
 
     # -- models -------------------------------------------------------------------------------------
@@ -285,12 +288,9 @@ class ChatService:
         model = self.model_of(choice.tier)
         if choice.tier == 2:
             # The model chat would try first (its window and answer are only known by calling it).
-            pinned = request.model if turn.forced_tier == 2 else None
             try:
-                targets, why = self.tier2.targets(decision.task, request.max_completion_tokens or request.max_tokens,
-                                                  pinned, turn.previous_model)
+                targets, choice = self._tier2_plan(turn, decision, choice)
                 model = targets[0].served_id
-                choice = choice if pinned else replace(choice, reason=f"{choice.reason}; {why}")
             except Tier2Failure as failure:
                 choice = self._after_tier2_failure(turn, choice, failure)
                 model = self.model_of(choice.tier)
@@ -367,14 +367,12 @@ class ChatService:
                             choice: TierChoice) -> tuple[Tier2Outcome | None, TierChoice]:
         """Tier 2's answer and the choice that records how it was picked, or (None, the tier it escalated
         to). A client that pinned a tier-2 model gets its answer or an error, never another tier."""
-        request, pinned = turn.request, turn.request.model if turn.forced_tier == 2 else None
-        requested = request.max_completion_tokens or request.max_tokens
-        may_escalate = pinned is None and self.can_answer(3)
+        request = turn.request
+        may_escalate = turn.forced_tier != 2 and self.can_answer(3)
         try:
-            targets, why = self.tier2.targets(decision.task, requested, pinned, turn.previous_model)
-            if not pinned:
-                choice = replace(choice, reason=f"{choice.reason}; {why}")
-            target, fitted, note = await self.tier2.fit(targets, turn.messages, requested, turn.conversation_id)
+            targets, choice = self._tier2_plan(turn, decision, choice)
+            target, fitted, note = await self.tier2.fit(targets, turn.messages, request.requested_output_tokens(),
+                                                        turn.conversation_id)
             params = request.generation_params()
             if request.stream:
                 outcome = await self.tier2.stream(target, fitted, params, may_escalate)
@@ -386,6 +384,15 @@ class ChatService:
         if outcome.low_confidence:
             reason += f"; unsure (confidence {outcome.confidence:.3f}) but no higher tier can answer"
         return outcome, replace(choice, reason=reason)
+
+    def _tier2_plan(self, turn: Turn, decision: RouteDecision,
+                    choice: TierChoice) -> tuple[list[Tier2Target], TierChoice]:
+        """The tier-2 targets to try, best first, and the choice whose reason says why (a pinned model's
+        reason already does); raises :class:`Tier2Failure` when none fits."""
+        pinned = turn.request.model if turn.forced_tier == 2 else None
+        targets, why = self.tier2.targets(decision.task, turn.request.requested_output_tokens(), pinned,
+                                          turn.previous_model)
+        return targets, choice if pinned else replace(choice, reason=f"{choice.reason}; {why}")
 
     def _after_tier2_failure(self, turn: Turn, choice: TierChoice, failure: Tier2Failure) -> TierChoice:
         """The tier a failed tier-2 request goes to, or the error it gets."""

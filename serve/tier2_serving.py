@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from deployments.tier2 import (
     SUMMARY_INSTRUCTION,
@@ -42,13 +42,11 @@ class Tier2Outcome:
     """Tier 2's answer: whole (``answer``), or a stream (``pieces``: text, then the finished answer)."""
 
     target: Tier2Target
-    reason: str
     fitted: Fitted
     confidence: float
     low_confidence: bool = False
     answer: Tier2Answer | None = None
     pieces: AsyncIterator | None = None
-    info: dict = field(default_factory=dict)
 
 
 class Tier2Service:
@@ -150,7 +148,7 @@ class Tier2Service:
         """A whole answer; an unsure one raises low_confidence when ``may_escalate``."""
         answer = await self.pool.complete(target, fitted.messages, params)
         low = self._judge(target, answer.confidence, may_escalate)
-        return Tier2Outcome(target, "", fitted, answer.confidence, low, answer=answer)
+        return Tier2Outcome(target, fitted, answer.confidence, low, answer=answer)
 
     async def stream(self, target: Tier2Target, fitted: Fitted, params: dict, may_escalate: bool) -> Tier2Outcome:
         """A stream whose first tokens are held back and judged before any reaches the client."""
@@ -166,7 +164,7 @@ class Tier2Service:
         except BaseException:
             await pump.aclose()
             raise
-        return Tier2Outcome(target, "", fitted, confidence, low,
+        return Tier2Outcome(target, fitted, confidence, low,
                             pieces=self._pieces(target, held, pump, ended, fitted))
 
     def _judge(self, target: Tier2Target, confidence: float, may_escalate: bool) -> bool:
