@@ -1,6 +1,11 @@
 """The learned router: one encoder pass per request gives the task asked, the proposed tier, a calibrated
 confidence, the reason, the scores behind it, the request as read (payload, labels, entity types), a PII
-flag, and the states tier 1 answers from.
+flag, the states tier 1 answers from, and the predicted quality of each tier-2 model.
+
+A generative request goes to tier 2 when some tier-2 model has a calibrated probability of at least
+``router.quality.threshold`` of answering well enough (its quality head, ``models/quality.py``, stacked
+with how much the request reads as reasoning, the earlier turns included), and to tier 3 otherwise; its
+confidence is then that probability (tier 2 suffices) or its complement.
 
 Tier 1 gets a request only when it asks for a tier-1 task (sentiment, classification into labels it
 names, entity extraction, intent classification), matches a FAQ entry or a rule, or matches an intent that
@@ -11,6 +16,7 @@ has a configured response; an intent label is never the answer to a question. Pl
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +27,7 @@ from models.encoder import Encoder
 from models.entities import PII_TYPES, Entity, EntityTagger, pattern_entities
 from models.faq import FaqIndex, FaqMatch
 from models.labels import TASKS, sentiment_label_map
+from models.quality import QUALITY_FILE, QualityHeads, canonical
 from models.reader import Reading, RequestReader
 from models.request import ParsedRequest, reader_text
 from models.rules import RuleEngine
@@ -75,11 +82,33 @@ class RouteDecision:
     rule: str | None = None
     intent: str | None = None
     intent_response: str | None = None
-    pii: bool = False
     parsed: ParsedRequest | None = None
     features: RequestPass | None = None
-    entities: list[Entity] = field(default_factory=list)
     embedding: np.ndarray | None = None
+    # Calibrated P(tier 2 answers well enough), by the benchmark model a tier-2 model stands in for
+    # (quality_as): its quality head's prediction stacked with the reasoning signal (models/quality.py).
+    quality: dict[str, float] = field(default_factory=dict)
+    # The PII tagger runs on first use of ``entities`` (it costs ~0.7 ms a request, and only /v1/route and
+    # `tierwise route` read it); pickling (a decision leaving the Router deployment) runs it first.
+    tag_entities: Callable[[], list[Entity]] | None = field(default=None, repr=False, compare=False)
+    _entities: list[Entity] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def entities(self) -> list[Entity]:
+        """Named entities and PII patterns in the newest user message."""
+        if self._entities is None:
+            self._entities = self.tag_entities() if self.tag_entities else []
+        return self._entities
+
+    @property
+    def pii(self) -> bool:
+        """Whether the newest user message holds personal data (a person, an e-mail, a phone number, ...)."""
+        return any(e.type in PII_TYPES for e in self.entities)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_entities"], state["tag_entities"] = self.entities, None
+        return state
 
     def tier1_request(self, text: str) -> Tier1Request:
         """The tier-1 job this decision stands for; ``text`` is the newest user message. A decision for
@@ -100,6 +129,8 @@ class RouteDecision:
             "intent": self.intent,
             "pii": self.pii,
         }
+        if self.quality:
+            out["quality"] = {k: round(v, 4) for k, v in self.quality.items()}
         if self.parsed is not None:
             out["parsed"] = {"payload": self.parsed.payload, "labels": self.parsed.labels,
                              "entity_types": self.parsed.entity_types, "confidence": round(self.parsed.confidence, 4)}
@@ -111,7 +142,11 @@ class RouterThresholds:
     """Knobs of the decision, from the ``router`` and ``tier1`` settings."""
 
     context_weight: float = 0.3
-    faq_min_score: float = 0.75
+    faq_min_confidence: float = 0.979
+    # A generative request stays on tier 2 when some tier-2 model's predicted quality reaches this.
+    quality_threshold: float = 0.5
+    # The benchmark models the deployed tier-2 models stand in for (their quality heads).
+    tier2_quality_as: tuple[str, ...] = ("mixtral-8x7b-instruct",)
 
 
 class Router:
@@ -119,11 +154,13 @@ class Router:
 
     def __init__(self, encoder: Encoder, reader: RequestReader, heads: dict, faq: FaqIndex, rules: RuleEngine,
                  calibration: Calibration, thresholds: RouterThresholds, intent_responses: dict[str, str],
-                 overrides: dict[str, float] | None = None):
+                 overrides: dict[str, float] | None = None, quality: QualityHeads | None = None):
         self.encoder, self.reader, self.heads, self.faq, self.rules = encoder, reader, heads, faq, rules
         self.calibration, self.thresholds, self.intent_responses = calibration, thresholds, intent_responses
         self.overrides = dict(overrides or {})
         self.tagger = EntityTagger(heads["ner_conll"])
+        self.quality = quality
+        self._quality_columns = ([quality.index(m) for m in thresholds.tier2_quality_as] if quality else [])
 
     @classmethod
     def from_settings(cls, settings, encoder: Encoder | None = None) -> "Router":
@@ -131,11 +168,15 @@ class Router:
         encoder = encoder or Encoder(**settings.encoder.model_dump())
         heads_dir = Path(settings.router.heads_dir)
         heads = load_heads(heads_dir)
+        quality = settings.router.quality
+        thresholds = RouterThresholds(settings.router.context_weight, settings.tier1.faq_min_confidence, quality.threshold,
+                                      tuple(dict.fromkeys(canonical(m.quality_as or quality.tier2_as)
+                                                          for m in settings.tier2.models)) or (canonical(quality.tier2_as),))
         return cls(encoder, RequestReader(heads["task"], heads["span"]), heads,
                    FaqIndex.from_file(settings.tier1.faq_path, encoder), RuleEngine(settings.tier1.rules),
-                   Calibration.load(heads_dir / "calibration.json"),
-                   RouterThresholds(settings.router.context_weight, settings.tier1.faq_min_score),
-                   dict(settings.tier1.intent_responses), settings.tier1.min_confidence)
+                   Calibration.load(heads_dir / "calibration.json"), thresholds,
+                   dict(settings.tier1.intent_responses), settings.tier1.min_confidence,
+                   QualityHeads.load(heads_dir / QUALITY_FILE))
 
     def route_batch(self, inputs: list[RouteInput]) -> list[RouteDecision]:
         """Decide for every input. Each request is one pass over its text (system prompt and message
@@ -158,18 +199,41 @@ class Router:
         encoded = self.encoder.encode(texts)
         passes = [RequestPass.from_encoded(t, encoded, k) for k, t in enumerate(texts)]
         task_probs = self.calibration.probs("task", self.heads["task"].logits(encoded.cls))
+        quality = self._quality(texts, encoded.pooled)
         w = self.thresholds.context_weight
         decisions = []
         for item, (main, user, context) in zip(inputs, rows):
             p = task_probs[main] if context is None else (1 - w) * task_probs[main] + w * task_probs[context]
             scores = dict(zip(TASKS, map(float, p)))
             decision = self._decide(item, scores, passes[main], passes[user])
-            entities = self._pii_entities(passes[user])
-            decision.entities = entities
-            decision.pii = any(e.type in PII_TYPES for e in entities)
+            if quality is not None:
+                # The thread's earlier turns weigh in as they do for the task: a follow-up such as "make it
+                # shorter" is as hard as the question it follows.
+                q = quality[user] if context is None else (1 - w) * quality[user] + w * quality[context]
+                reasoning = scores["reasoning"] / max(scores["reasoning"] + scores["generation"], 1e-9)
+                suffices = self.quality.tier2_suffices(q, np.full(len(q), reasoning))
+                decision.quality = dict(zip(self.thresholds.tier2_quality_as, map(float, suffices)))
+                if decision.tier >= 2:
+                    self._tier_by_quality(decision)
+            decision.tag_entities = lambda f=passes[user]: self._pii_entities(f)
             decision.embedding = passes[user].pooled
             decisions.append(decision)
         return decisions
+
+    def _quality(self, texts: list[str], pooled: np.ndarray) -> np.ndarray | None:
+        """Each text's predicted quality for the tier-2 models' benchmark stand-ins (None without heads)."""
+        if self.quality is None:
+            return None
+        return self.quality.predict(pooled, texts)[:, self._quality_columns]
+
+    def _tier_by_quality(self, decision: RouteDecision) -> None:
+        """Tier 2 when some tier-2 model is predicted to answer well enough, else tier 3."""
+        best = max(decision.quality, key=decision.quality.get)
+        p, threshold = decision.quality[best], self.thresholds.quality_threshold
+        decision.tier = 2 if p >= threshold else 3
+        decision.confidence = p if decision.tier == 2 else 1 - p
+        decision.reason += (f"; predicted quality on tier 2 ({best}): P(tier 2 suffices)={p:.2f} "
+                            f"{'≥' if decision.tier == 2 else '<'} threshold {threshold:.2f}")
 
     def _pii_entities(self, f: RequestPass) -> list[Entity]:
         found, _ = self.tagger.tag(f.text, f.tokens, f.offsets, f.word_ids)
@@ -193,10 +257,10 @@ class Router:
             decision = self._generative(task, confidence, scores, match, "oos", 0.0, faq)
             decision.reason += "; the message wraps a text, which no FAQ entry or intent answers"
             return decision
-        if match.score >= self.thresholds.faq_min_score:
-            # The confidence is the calibrated probability that the entry is right, like every other
-            # decision's, so the policy's thresholds (stickiness) mean the same for a FAQ match.
-            p_faq = self.calibration.score_prob("faq", match.score)
+        # The calibrated probability that the entry is right, like every other decision's confidence, so
+        # the thresholds (this one, stickiness) mean the same for a FAQ match.
+        p_faq = self.calibration.score_prob("faq", match.score)
+        if p_faq >= self.thresholds.faq_min_confidence:
             return RouteDecision("faq", 1, p_faq, f"FAQ entry '{match.entry.id}' matched (score {match.score:.2f}, "
                                  f"p={p_faq:.2f})", scores, features=user, **faq)
         intent, p_intent = self._intent(user)
@@ -269,7 +333,8 @@ class Router:
         reason = f"classifier: {task} (p={confidence:.2f})"
         if task == "faq":
             reason = (f"FAQ-style question with no matching entry (best '{match.entry.id}', score "
-                      f"{match.score:.2f}, threshold {self.thresholds.faq_min_score}); needs generation")
+                      f"{match.score:.2f}, p={self.calibration.score_prob('faq', match.score):.3f} < "
+                      f"{self.thresholds.faq_min_confidence}); needs generation")
         elif intent != "oos" and p_intent >= 0.5:
             reason += f"; intent '{intent}' has no configured response: a question for a generative tier"
         return RouteDecision(generative, TASK_TIER[generative], confidence if task == generative else scores[generative],

@@ -103,9 +103,9 @@ class Tier1Models:
     """The tier-1 heads, the FAQ index and the rules behind one batch function."""
 
     def __init__(self, encoder: Encoder, heads: dict[str, LinearHead], faq: FaqIndex, rules: RuleEngine,
-                 calibration: Calibration, faq_min_score: float, overrides: dict[str, float] | None = None):
+                 calibration: Calibration, faq_min_confidence: float, overrides: dict[str, float] | None = None):
         self.encoder, self.heads, self.faq, self.rules = encoder, heads, faq, rules
-        self.calibration, self.faq_min_score = calibration, faq_min_score
+        self.calibration, self.faq_min_confidence = calibration, faq_min_confidence
         self.overrides = dict(overrides or {})
         self.conll = EntityTagger(heads["ner_conll"])
         self.wnut = EntityTagger(heads["ner_wnut"])
@@ -117,7 +117,7 @@ class Tier1Models:
         heads_dir = Path(settings.router.heads_dir)
         return cls(encoder, load_heads(heads_dir), faq or FaqIndex.from_file(settings.tier1.faq_path, encoder),
                    RuleEngine(settings.tier1.rules), Calibration.load(heads_dir / "calibration.json"),
-                   settings.tier1.faq_min_score, settings.tier1.min_confidence)
+                   settings.tier1.faq_min_confidence, settings.tier1.min_confidence)
 
     def threshold(self, head: str) -> float:
         """The keep threshold of a head: the configured override, else the calibrated one."""
@@ -237,10 +237,11 @@ class Tier1Models:
         (match,) = self.faq.best(f.pooled[None, :])
         result = {"faq_id": match.entry.id, "question": match.entry.question, "matched": match.phrasing,
                   "answer": match.entry.answer, "score": round(match.score, 4)}
-        if match.score < self.faq_min_score:
-            return Tier1Answer("faq", result, match.score, True,
-                               f"best FAQ match '{match.entry.id}' scored {match.score:.2f} < {self.faq_min_score}")
-        return Tier1Answer("faq", result, match.score)
+        p = self.calibration.score_prob("faq", match.score)
+        if p < self.faq_min_confidence:
+            return Tier1Answer("faq", result, p, True, f"best FAQ match '{match.entry.id}' scored {match.score:.2f} "
+                                                       f"(p={p:.3f} < {self.faq_min_confidence})")
+        return Tier1Answer("faq", result, p)
 
 
 HEAD_NAMES = ("task", "span", "sentiment2", "sentiment3", "banking77", "clinc150", "ner_conll", "ner_wnut",

@@ -359,9 +359,11 @@ def _repair_bio(tags: list[str]) -> list[str]:
     return out
 
 
-def faq_figures(encoder: Encoder, sample_faq_path: Path, faq_min_score: float, limit: int | None = None) -> dict:
+def faq_figures(encoder: Encoder, sample_faq_path: Path, min_confidence: float, calibration: Calibration,
+                limit: int | None = None) -> dict:
     """Top-1 retrieval on StackFAQ and JHU COVID (every entry's question and answer indexed, as a FAQ file
-    lists them) and abstention of the sample FAQ on CLINC150's out-of-scope test queries."""
+    lists them) and abstention of the sample FAQ (below ``min_confidence``, a calibrated probability) on
+    CLINC150's out-of-scope test queries."""
     from models.faq import FaqEntry, FaqIndex
 
     def embed(texts: list[str]) -> np.ndarray:
@@ -375,8 +377,8 @@ def faq_figures(encoder: Encoder, sample_faq_path: Path, faq_min_score: float, l
         figures[f"{name}.top1"] = round(float(np.mean(hits)), 4)
     sample = FaqIndex.from_path(sample_faq_path, embed)
     oos = [t for t, l in ds.clinc150("test") if l == "oos"][:limit]
-    scores = np.array([m.score for m in sample.best(embed(oos))])
-    figures["faq.abstention"] = round(float((scores < faq_min_score).mean()), 4)
+    p = np.array([calibration.score_prob("faq", m.score) for m in sample.best(embed(oos))])
+    figures["faq.abstention"] = round(float((p < min_confidence).mean()), 4)
     return figures
 
 
@@ -580,7 +582,7 @@ def run_report(settings, out_dir: Path, max_requests: int | None = None, limit: 
     figures |= clinc_figures(runner, calibration, limit)
     figures["conll2003.f1"] = entity_f1(runner, "ner_conll", rows(ds.conll2003("test")))
     figures["wnut17.f1"] = entity_f1(runner, "ner_wnut", rows(ds.wnut17_own_types("test")))
-    figures |= faq_figures(encoder, settings.tier1.faq_path, settings.tier1.faq_min_score, limit)
+    figures |= faq_figures(encoder, settings.tier1.faq_path, settings.tier1.faq_min_confidence, calibration, limit)
     tier1 = Tier1Models.from_settings(settings, encoder)
     figures |= head_latency(tier1, rounds=20 if limit else 200)
     examples = build_requests("test")

@@ -54,25 +54,35 @@ def resolve_available(choice: TierChoice, available: set[int], absent: dict[int,
     return escalate(choice, available, why, f"tier{choice.tier}_not_deployed")
 
 
-def rank_tier2(targets: list, task: str, load: Callable[[object], float],
-               previous: str | None = None) -> tuple[list, str]:
+def rank_tier2(targets: list, task: str, load: Callable[[object], float], previous: str | None = None,
+               quality: Callable[[object], float | None] = lambda target: None,
+               threshold: float = 0.0) -> tuple[list, str]:
     """Tier-2 targets to try for a ``task``, best first, and why the first was picked.
 
     Task fit comes first: targets that list the task, then general ones (no task list); a target whose
-    list lacks the task is not a candidate. Within a group the least loaded goes first (in steps of 10%,
-    so noise does not reorder them), then the conversation's previous model (its prefix cache is warm),
-    then the configured order (cheapest first). An empty list means no tier-2 model fits the task.
+    list lacks the task is not a candidate, nor is one whose predicted ``quality`` (the calibrated
+    probability that it answers well enough; None: not predicted) is below ``threshold``. Within a
+    group the least loaded goes first (in steps of 10%, so noise does not reorder them), then the
+    conversation's previous model (its prefix cache is warm), then the configured order (cheapest first).
+    An empty list means no tier-2 model fits the task.
     """
     def group(t) -> int | None:
         return 0 if task in t.tasks else 1 if not t.tasks else None
 
-    candidates = [t for t in targets if group(t) is not None]
+    fitting = [t for t in targets if group(t) is not None]
+    if not fitting:
+        return [], f"no tier-2 model is configured for task '{task}'"
+    candidates = [t for t in fitting if quality(t) is None or quality(t) >= threshold]
+    if not candidates:
+        best = max(fitting, key=quality)
+        return [], (f"no tier-2 model is predicted to answer well enough (best {best.served_id}: "
+                    f"{quality(best):.2f} < threshold {threshold:.2f})")
     order = {id(t): i for i, t in enumerate(targets)}
     candidates.sort(key=lambda t: (group(t), round(load(t), 1), t.served_id != previous, order[id(t)]))
-    if not candidates:
-        return [], f"no tier-2 model is configured for task '{task}'"
     best = candidates[0]
     fit = f"lists task '{task}'" if group(best) == 0 else f"general model (none lists task '{task}')"
+    predicted = "" if quality(best) is None else f", predicted quality {quality(best):.2f}"
     others = ", ".join(f"{t.served_id} {load(t):.2f}" for t in candidates[1:])
-    reason = f"tier-2 model {best.served_id}: {fit}, load {load(best):.2f}" + (f" (others: {others})" if others else "")
+    reason = (f"tier-2 model {best.served_id}: {fit}{predicted}, load {load(best):.2f}"
+              + (f" (others: {others})" if others else ""))
     return candidates, reason

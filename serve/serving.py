@@ -22,6 +22,7 @@ from deployments.tier3 import Completion, Tier3Unavailable
 from models import language
 from models.answer_format import CannotRender, render
 from models.encoder import load_tokenizer
+from models.quality import canonical
 from models.request import RequestView
 from models.router import RouteDecision, RouteInput
 from models.tier1 import Tier1Answer, Tier1Request
@@ -390,8 +391,10 @@ class ChatService:
         """The tier-2 targets to try, best first, and the choice whose reason says why (a pinned model's
         reason already does); raises :class:`Tier2Failure` when none fits."""
         pinned = turn.request.model if turn.forced_tier == 2 else None
-        targets, why = self.tier2.targets(decision.task, turn.request.requested_output_tokens(), pinned,
-                                          turn.previous_model)
+        quality = self.settings.router.quality
+        targets, why = self.tier2.targets(
+            decision.task, turn.request.requested_output_tokens(), pinned, turn.previous_model,
+            lambda t: decision.quality.get(canonical(t.model.quality_as or quality.tier2_as)), quality.threshold)
         return targets, choice if pinned else replace(choice, reason=f"{choice.reason}; {why}")
 
     def _after_tier2_failure(self, turn: Turn, choice: TierChoice, failure: Tier2Failure) -> TierChoice:

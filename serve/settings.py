@@ -52,6 +52,18 @@ class BatchSettings(_Section):
     batch_wait_timeout_s: float = Field(0.001, ge=0)
 
 
+class QualitySettings(_Section):
+    """The choice between tier 2 and tier 3 on predicted quality (``models/quality.py``)."""
+
+    # Calibrated probability that a tier-2 model answers well enough (models/quality.py), which a
+    # generative request needs to stay on tier 2. `tierwise calibrate` fits it to a tier mix or a budget.
+    threshold: float = Field(0.5, ge=0, le=1)
+    # The benchmark model (a quality head) a tier-2 model stands in for when its entry names none.
+    tier2_as: str = "mixtral-8x7b-instruct"
+    # What the threshold was fitted to and on, written by `tierwise calibrate`.
+    fitted: str = ""
+
+
 class RouterSettings(_Section):
     """The learned router and its thresholds."""
 
@@ -64,6 +76,7 @@ class RouterSettings(_Section):
     placement: Literal["auto", "gateway", "deployment"] = "auto"
     batching: BatchSettings = BatchSettings()
     gpu_batching: BatchSettings = BatchSettings(max_batch_size=256, batch_wait_timeout_s=0.002)
+    quality: QualitySettings = QualitySettings()
 
 
 class Rule(_Section):
@@ -107,7 +120,9 @@ class Tier1Settings(_Section):
 
     model_name: str = "tierwise-tier1"
     faq_path: Path = REPO_ROOT / "configs" / "faq.yaml"
-    faq_min_score: float = Field(0.75, ge=0, le=1)
+    # Calibrated probability that the best FAQ entry is the right one (Platt scaling of its cosine
+    # similarity, fitted by `tierwise train`); 0.979 is a cosine of about 0.75.
+    faq_min_confidence: float = Field(0.979, ge=0, le=1)
     # Overrides of the calibrated keep thresholds (models/heads/calibration.json), by head; empty: calibrated.
     min_confidence: dict[Literal[CALIBRATED_HEADS], float] = {}
     rules: list[Rule] = []
@@ -187,6 +202,9 @@ class Tier2ModelSettings(_Section):
     calibration: LogprobCalibration | None = None
     # Output tokens a request may ask for (``max_tokens`` above it is a 400 naming it); default: the window.
     max_output_tokens: int | None = Field(None, ge=1)
+    # The benchmark model whose quality head stands for this model's quality (the one closest to it in
+    # published scores); default: router.quality.tier2_as.
+    quality_as: str | None = None
 
     @property
     def name(self) -> str:
@@ -339,6 +357,23 @@ class Settings(BaseSettings):
         for name in self.tier1.intent_responses:
             if name not in known:
                 raise ValueError(f"tier1.intent_responses.{name}: the intent head ({head}) has no intent {name!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _quality_heads_exist(self) -> "Settings":
+        from models.quality import QUALITY_FILE, canonical
+
+        path = Path(self.router.heads_dir) / QUALITY_FILE
+        if not path.is_file():
+            return self
+        with np.load(path, allow_pickle=False) as data:
+            known = {str(m) for m in data["models"]}
+        wanted = [("router.quality.tier2_as", self.router.quality.tier2_as)]
+        wanted += [(f"tier2.models[{m.name}].quality_as", m.quality_as) for m in self.tier2.models if m.quality_as]
+        for field, model in wanted:
+            if canonical(model) not in known:
+                raise ValueError(f"{field}: no quality head for {model!r} ({path}); choose one of "
+                                 f"{', '.join(sorted(known))}")
         return self
 
     @classmethod

@@ -10,7 +10,7 @@ that costs the request: an escalation, or an error for a client that pinned the 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from deployments.tier2 import (
@@ -55,10 +55,11 @@ class Tier2Service:
     def __init__(self, settings: Tier2Settings, pool: Tier2Pool, store: ConversationStore, tenant: str):
         self.settings, self.pool, self.store, self.tenant = settings, pool, store, tenant
 
-    def targets(self, task: str, requested_tokens: int | None, pinned: str | None,
-                previous: str | None) -> tuple[list[Tier2Target], str]:
+    def targets(self, task: str, requested_tokens: int | None, pinned: str | None, previous: str | None,
+                quality: Callable[[Tier2Target], float | None] = lambda target: None,
+                threshold: float = 0.0) -> tuple[list[Tier2Target], str]:
         """Targets to try, best first, and why; a pinned model is the only one (a 400 when it cannot take
-        ``requested_tokens`` of output)."""
+        ``requested_tokens`` of output). ``quality`` and ``threshold``: see :func:`serve.policy.rank_tier2`."""
         if pinned:
             target = self.pool.target(pinned)
             if requested_tokens and requested_tokens > target.model.output_limit:
@@ -66,7 +67,7 @@ class Tier2Service:
                                     f"({target.model.output_limit} tokens)", param="max_tokens",
                                code="max_tokens_too_large")
             return [target], f"model chosen by the client ({pinned})"
-        ranked, reason = rank_tier2(self.pool.targets, task, self.pool.load, previous)
+        ranked, reason = rank_tier2(self.pool.targets, task, self.pool.load, previous, quality, threshold)
         if not ranked:
             raise Tier2Failure("no_fit", reason)
         able = [t for t in ranked if not requested_tokens or requested_tokens <= t.model.output_limit]

@@ -110,3 +110,49 @@ def test_pii_flag(router):
         RouteInput("The weather is nice."),
     ])
     assert with_pii.pii and not without.pii
+
+
+HARD = "Prove that there are infinitely many primes p such that p + 2 is also prime, or explain why this is open."
+
+
+def _with_threshold(router, threshold: float):
+    from dataclasses import replace
+
+    from models.router import Router
+
+    return Router(router.encoder, router.reader, router.heads, router.faq, router.rules, router.calibration,
+                  replace(router.thresholds, quality_threshold=threshold), router.intent_responses,
+                  router.overrides, router.quality)
+
+
+def test_generative_requests_go_to_tier2_only_when_predicted_quality_clears_the_threshold(router):
+    (decision,) = router.route_batch([RouteInput(HARD)])
+    (p,) = decision.quality.values()
+    assert 0.0 < p < 1.0 and "predicted quality on tier 2" in decision.reason
+    (low,) = _with_threshold(router, p - 0.01).route_batch([RouteInput(HARD)])
+    (high,) = _with_threshold(router, p + 0.01).route_batch([RouteInput(HARD)])
+    assert (low.tier, high.tier) == (2, 3)
+    # The confidence is the probability behind the tier: that tier 2 suffices, or that it does not.
+    assert low.confidence == pytest.approx(p) and high.confidence == pytest.approx(1 - p)
+
+
+def test_tier1_requests_keep_their_tier_whatever_the_quality_threshold(router):
+    (decision,) = _with_threshold(router, 1.0).route_batch([RouteInput(ASKED[0][0])])
+    assert decision.tier == 1
+
+
+def test_a_follow_up_reads_the_question_it_follows(router):
+    (alone,) = router.route_batch([RouteInput("Make it shorter.")])
+    (threaded,) = router.route_batch([RouteInput("Make it shorter.", context=HARD)])
+    assert threaded.quality != alone.quality
+    (hard,) = router.route_batch([RouteInput(HARD)])
+    p = lambda d: next(iter(d.quality.values()))  # noqa: E731
+    assert min(p(alone), p(hard)) <= p(threaded) <= max(p(alone), p(hard))
+
+
+def test_a_decision_leaving_the_process_carries_its_entities(router):
+    import pickle
+
+    (decision,) = router.route_batch([RouteInput("Email john.smith@example.com about the invoice.")])
+    copy = pickle.loads(pickle.dumps(decision))
+    assert copy.tag_entities is None and copy.pii and copy.entities == decision.entities

@@ -72,3 +72,20 @@ def test_tier2_pick_balances_load_among_fitting_models():
 def test_no_tier2_model_for_a_task():
     ranked, reason = rank_tier2([Target("a", ("code",))], "generation", lambda t: 0.0)
     assert ranked == [] and "no tier-2 model is configured for task 'generation'" in reason
+
+
+def test_tier2_pick_drops_models_predicted_below_the_quality_threshold():
+    small, large = Target("small"), Target("large")
+    quality = {"small": 0.4, "large": 0.8}
+    ranked, reason = rank_tier2([small, large], "generation", lambda t: 0.0, quality=lambda t: quality[t.served_id],
+                                threshold=0.6)
+    assert ranked == [large] and "predicted quality 0.80" in reason
+    ranked, reason = rank_tier2([small, large], "generation", lambda t: 0.0, quality=lambda t: quality[t.served_id],
+                                threshold=0.9)
+    assert ranked == [] and "large: 0.80 < threshold 0.90" in reason
+
+
+def test_tier2_pick_without_a_prediction_keeps_every_fitting_model():
+    a = Target("a")
+    ranked, reason = rank_tier2([a], "generation", lambda t: 0.0, quality=lambda t: None, threshold=0.99)
+    assert ranked == [a] and "predicted" not in reason

@@ -349,3 +349,12 @@ async def test_route_names_the_tier2_model_chat_would_try_first(make, settings):
     svc.router.decision = decision("reasoning", tier=2)
     info = await svc.route(request("Prove it."), None)
     assert info.tier == 3 and info.escalation_cause == "tier2_no_fit"
+    # The router's predicted quality for the benchmark model tier 2 stands in for decides whether it may.
+    s.router.quality.threshold = 0.5
+    svc.router.decision = decision("generation", tier=2)
+    svc.router.decision.quality = {s.router.quality.tier2_as: 0.2}
+    info = await svc.route(request("Write a sonnet about entropy."), None)
+    assert info.tier == 3 and "no tier-2 model is predicted to answer well enough" in info.reason
+    svc.router.decision.quality = {s.router.quality.tier2_as: 0.7}
+    info = await svc.route(request("Write a sonnet about entropy."), None)
+    assert (info.tier, info.model) == (2, "tiny") and "predicted quality 0.70" in info.reason
