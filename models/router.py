@@ -204,14 +204,21 @@ class Router:
         decisions = []
         for item, (main, user, context) in zip(inputs, rows):
             p = task_probs[main] if context is None else (1 - w) * task_probs[main] + w * task_probs[context]
-            scores = dict(zip(TASKS, map(float, p)))
-            decision = self._decide(item, scores, passes[main], passes[user])
+            decision = self._decide(item, dict(zip(TASKS, map(float, p))), passes[main], passes[user])
+            if (context is not None and decision.tier == 1 and decision.task in ASKED_TIER1
+                    and decision.parsed is not None and (item.system or decision.parsed.instruction.strip())):
+                # A tier-1 ask that states its instruction reads its whole input from the message, so the
+                # message's own ask says how sure the router is that tier 1 suffices: a fresh question may
+                # leave a conversation's tier (a bare "Why?" states none, and stays with the thread).
+                task, own = asked_task(dict(zip(TASKS, map(float, task_probs[main]))))
+                if task == decision.task or {task, decision.task} <= set(LABEL_TASKS):
+                    decision.confidence = max(decision.confidence, own)
             if quality is not None:
-                # The thread's earlier turns weigh in as they do for the task: a follow-up such as "make it
-                # shorter" is as hard as the question it follows.
-                q = quality[user] if context is None else (1 - w) * quality[user] + w * quality[context]
-                reasoning = scores["reasoning"] / max(scores["reasoning"] + scores["generation"], 1e-9)
-                suffices = self.quality.tier2_suffices(q, np.full(len(q), reasoning))
+                suffices = self._suffices(quality[user], task_probs[main])
+                if context is not None:
+                    # Tier 2 carries a follow-up only if it can carry the thread: "make it shorter" after a
+                    # hard question is as hard as that question.
+                    suffices = np.minimum(suffices, self._suffices(quality[context], task_probs[context]))
                 decision.quality = dict(zip(self.thresholds.tier2_quality_as, map(float, suffices)))
                 if decision.tier >= 2:
                     self._tier_by_quality(decision)
@@ -219,6 +226,12 @@ class Router:
             decision.embedding = passes[user].pooled
             decisions.append(decision)
         return decisions
+
+    def _suffices(self, quality: np.ndarray, task_probs: np.ndarray) -> np.ndarray:
+        """P(tier 2 suffices) per tier-2 stand-in, from their predicted quality and the text's reasoning share."""
+        generation, reasoning = task_probs[TASKS.index("generation")], task_probs[TASKS.index("reasoning")]
+        share = reasoning / max(generation + reasoning, 1e-9)
+        return self.quality.tier2_suffices(quality, np.full(len(quality), share))
 
     def _quality(self, texts: list[str], pooled: np.ndarray) -> np.ndarray | None:
         """Each text's predicted quality for the tier-2 models' benchmark stand-ins (None without heads)."""

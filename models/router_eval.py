@@ -268,6 +268,12 @@ FOLLOW_UPS = ("Make it shorter.", "Now in French.", "Thanks, and add tests.", "C
               "Give me another example.", "Why?", "Rewrite it more formally.", "And the second one?")
 
 
+# Fresh easy questions asked in an old conversation: they need nothing of the thread, and may leave its tier.
+FRESH_EASY = ("What is the sentiment of this review: 'The battery died after two days.'?",
+              "Extract the company names: Nvidia and Samsung announced a partnership in Seoul.",
+              "Classify this ticket as billing, technical or shipping: 'I was charged twice for my order.'")
+
+
 def mt_bench_questions() -> list[dict]:
     """MT-Bench's 80 two-turn questions."""
     path = ds.datasets_dir() / "mt_bench" / "question.jsonl"
@@ -305,7 +311,7 @@ def task_routing_figures(router, policy_settings, limit: int | None = None) -> d
     hard_mt = [q["turns"][0] for q in questions if q["category"] in ("math", "reasoning", "coding")]
     hard_tiers = [t for t, ex in zip(tiers, examples) if ex.task == "reasoning"]
     hard_tiers += [_decide(router, policy_settings, q) for q in hard_mt]
-    kept = total = 0
+    kept = total = released = fresh = 0
     for q in questions:
         first = _decide(router, policy_settings, q["turns"][0])
         if first < 2:
@@ -313,16 +319,49 @@ def task_routing_figures(router, policy_settings, limit: int | None = None) -> d
         for follow_up in (q["turns"][1], *FOLLOW_UPS):
             total += 1
             kept += _decide(router, policy_settings, follow_up, q["turns"][0], previous=first) >= first
+        for question in FRESH_EASY:
+            fresh += 1
+            released += _decide(router, policy_settings, question, q["turns"][0], previous=first) == 1
     return {"tier_accuracy": round(float(np.mean([t == e for t, e in zip(tiers, expected)])), 4),
+            "confusion": confusion(expected, tiers),
             "hard_to_tier1_rate": round(float(np.mean([t == 1 for t in hard_tiers])), 4),
             "requests": len(examples), "hard_requests": len(hard_tiers),
             "follow_up_kept_rate": round(kept / max(total, 1), 4), "follow_ups": total,
+            "fresh_easy_released_rate": round(released / max(fresh, 1), 4), "fresh_easy": fresh,
+            "tier_mix": {t: round(tiers.count(t) / len(tiers), 4) for t in (1, 2, 3)},
+            "expected_mix": {t: round(expected.count(t) / len(expected), 4) for t in (1, 2, 3)},
             "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 3)}
 
 
-def flat_figures(routellm: dict, routerbench: dict, routing: dict | None = None) -> dict:
+def peer_figures(limit: int | None = None) -> dict | None:
+    """semantic-router 1.1.1 on the same task-routing rows (its routes from the training split), or None
+    with the reason logged when its venv is not built (``make peer``)."""
+    from models.encoder_export import packaged_model_dir
+    from models.router_peer import PeerUnavailable, semantic_router_figures, task_routing_rows
+
+    test = task_routing_rows("test")
+    try:
+        out = semantic_router_figures(task_routing_rows("train"), ds.sample(test, limit, SEED) if limit else test,
+                                      packaged_model_dir())
+    except PeerUnavailable as exc:
+        log.warning("peer not run: %s", exc)
+        return None
+    predicted = out.pop("predicted_tiers", [])
+    out["confusion"] = confusion([tier for _, tier, _ in test], [p or 0 for p in predicted])
+    return out
+
+
+def confusion(expected: list[int], routed: list[int]) -> list[list[int]]:
+    """Counts of requests by expected tier (rows 1-3) and routed tier (columns: none, 1, 2, 3)."""
+    counts = np.zeros((3, 4), dtype=int)
+    for e, r in zip(expected, routed):
+        counts[e - 1, r] += 1
+    return counts.tolist()
+
+
+def flat_figures(routellm: dict, routerbench: dict, routing: dict | None = None, peer: dict | None = None) -> dict:
     """The flat ``figures.json`` keys: ``routellm.<bench>.<metric>``, ``routerbench.<subset>.<metric>``,
-    ``task_routing.*``, ``multi_turn.*`` and ``router.p50_ms``."""
+    ``task_routing.*``, ``multi_turn.*``, ``peer.semantic_router.*`` and ``router.p50_ms``."""
     flat = {}
     for bench, f in routellm.items():
         for metric in ("apgr", "cpt50", "cpt80"):
@@ -334,11 +373,14 @@ def flat_figures(routellm: dict, routerbench: dict, routing: dict | None = None)
         flat["task_routing.tier_accuracy"] = routing["tier_accuracy"]
         flat["task_routing.hard_to_tier1_rate"] = routing["hard_to_tier1_rate"]
         flat["multi_turn.follow_up_kept_rate"] = routing["follow_up_kept_rate"]
+        flat["multi_turn.fresh_easy_released_rate"] = routing["fresh_easy_released_rate"]
         flat["router.p50_ms"] = routing["p50_ms"]
+    flat["peer.semantic_router.tier_accuracy"] = peer["tier_accuracy"] if peer else None
+    flat["peer.semantic_router.p50_ms"] = peer["p50_ms"] if peer else None
     return flat
 
 
-def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict) -> dict:
+def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict, peer: dict | None = None) -> dict:
     """``report.md``, ``figures.json`` and the PNG plots in ``out``; returns the flat figures."""
     import matplotlib
 
@@ -346,10 +388,10 @@ def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict) ->
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    flat = flat_figures(routellm, routerbench, routing)
+    flat = flat_figures(routellm, routerbench, routing, peer)
     (out / "figures.json").write_text(json.dumps(flat, indent=2) + "\n")
     (out / "details.json").write_text(json.dumps({"routellm": routellm, "routerbench": routerbench,
-                                                  "task_routing": routing}, indent=1) + "\n")
+                                                  "task_routing": routing, "peer": peer}, indent=1) + "\n")
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, (bench, f) in zip(axes, routellm.items()):
@@ -382,6 +424,19 @@ def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict) ->
     fig.savefig(out / "routerbench_quality_vs_cost.png", dpi=110)
     plt.close(fig)
 
+    matrices = [("Tierwise", routing["confusion"])] + ([("semantic-router 1.1.1", peer["confusion"])] if peer else [])
+    fig, axes = plt.subplots(1, len(matrices), figsize=(5.5 * len(matrices), 4.5), squeeze=False)
+    for ax, (name, counts) in zip(axes[0], matrices):
+        counts = np.array(counts)
+        ax.imshow(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(counts):
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=9)
+        ax.set(title=f"{name}: task routing", xticks=range(4), xticklabels=["none", "1", "2", "3"], yticks=range(3),
+               yticklabels=["1", "2", "3"], xlabel="routed tier", ylabel="expected tier")
+    fig.tight_layout()
+    fig.savefig(out / "task_routing_confusion.png", dpi=110)
+    plt.close(fig)
+
     lines = ["# Router report: quality-aware routing on public benchmarks", "",
              "Generated by `tierwise eval router`. Protocols and where they differ from the published ones: "
              "`models/router_eval.py`.", "",
@@ -412,7 +467,21 @@ def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict) ->
               "(target < 1%).",
               f"- Follow-ups after a first turn on tier 2 or 3 (MT-Bench's second turns and generic follow-ups) kept on "
               f"that tier or above: {routing['follow_up_kept_rate']:.3f} of {routing['follow_ups']} (target ≥ 0.95).",
-              f"- Router decision, one query, one core: p50 {routing['p50_ms']:.2f} ms.", ""]
+              f"- Fresh tier-1 questions asked in those conversations (sentiment, entities, a ticket's category) that "
+              f"left for tier 1: {routing['fresh_easy_released_rate']:.3f} of {routing['fresh_easy']} (they may).",
+              f"- Tier mix of the held-out requests: {routing['tier_mix']} (expected by task: {routing['expected_mix']}).",
+              f"- Router decision, one query, one core: p50 {routing['p50_ms']:.2f} ms.", "",
+              "![Task routing confusion matrices](task_routing_confusion.png)", "",
+              "## Peer: semantic-router 1.1.1 on the same task-routing rows", ""]
+    if peer:
+        lines += [f"- Tier accuracy {peer['tier_accuracy']:.3f} on {peer['test_rows']:,} requests (Tierwise "
+                  f"{routing['tier_accuracy']:.3f}); unrouted {peer['unrouted_rate']:.1%}"
+                  + (f", accuracy with those sent to tier 2: {peer['tier_accuracy_none_as_tier2']:.3f}"
+                     if "tier_accuracy_none_as_tier2" in peer else "") + ".",
+                  f"- Decision latency, one thread: p50 {peer['p50_ms']:.2f} ms (Tierwise {routing['p50_ms']:.2f} ms).",
+                  f"- Configuration: {json.dumps(peer.get('config', {}))}.", ""]
+    else:
+        lines += ["Not run: its venv is not built (`make peer`).", ""]
     (out / "report.md").write_text("\n".join(lines))
     return flat
 
@@ -426,4 +495,5 @@ def run_report(settings, out: Path, limit: int | None = None) -> dict:
 
     embed = Embedder(Encoder(settings.encoder.model_dir, settings.encoder.max_tokens, threads=1, device="cpu"))
     routing = task_routing_figures(Router.from_settings(settings), settings.router, limit)
-    return write_report(out, routellm_figures(embed, limit), routerbench_figures(embed, limit), routing)
+    return write_report(out, routellm_figures(embed, limit), routerbench_figures(embed, limit), routing,
+                        peer_figures(limit))

@@ -29,6 +29,17 @@ def test_unknown_entity_type():
     assert entity_type_of("chemical compounds") is None
 
 
+@pytest.mark.parametrize("text", [
+    "List the named entities in this snippet: Angela Merkel met Emmanuel Macron in Paris.",
+    "Find every entity in: Nvidia opened an office in Berlin.",
+])
+def test_asking_for_entities_in_general_asks_for_every_type(router, text):
+    from models.router import RouteInput
+
+    (decision,) = router.route_batch([RouteInput(text)])
+    assert decision.tier == 1 and decision.parsed.entity_types == [], decision.reason
+
+
 def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
     """Runs from BIO tags given as certain (one-hot) probabilities."""
     probs = np.zeros((len(tags), len(SPAN_TAGS)))
