@@ -372,5 +372,9 @@ def write_model_card(path: Path, report: dict) -> None:
               "The labels come from benchmark prompts (multiple choice, math, code, chat questions); traffic unlike "
               "them gets the heads' extrapolation. A deployed tier-2 model is mapped to the benchmark model closest "
               "to it in published scores, which is an approximation: refit the heads on graded answers of your own "
-              "models when you have them.", ""]
+              "models when you have them. The stacker is calibrated on the two kinds of rows together: the same "
+              "MMLU-like question is labelled \"tier 2 suffices\" by measured quality (Mixtral is as good as GPT-4 on "
+              "80% of benchmark prompts) and \"tier 3\" by the routing set's task, so on either kind alone its "
+              "probabilities are off by the ECE above; `tierwise calibrate` sets the threshold on the traffic "
+              "it will see, which is what makes the tier mix land.", ""]
     path.write_text("\n".join(lines))

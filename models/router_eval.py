@@ -351,6 +351,18 @@ def peer_figures(limit: int | None = None) -> dict | None:
     return out
 
 
+def under_rate(counts: list[list[int]]) -> float:
+    """Share of the tier-2 and tier-3 requests of a confusion matrix routed to a lower tier or to none."""
+    c = np.array(counts)
+    return float((c[1, :2].sum() + c[2, :3].sum()) / max(c[1:].sum(), 1))
+
+
+def over_rate(counts: list[list[int]]) -> float:
+    """Share of the tier-1 requests of a confusion matrix routed to tier 2 or 3."""
+    c = np.array(counts)
+    return float(c[0, 2:].sum() / max(c[0].sum(), 1))
+
+
 def confusion(expected: list[int], routed: list[int]) -> list[list[int]]:
     """Counts of requests by expected tier (rows 1-3) and routed tier (columns: none, 1, 2, 3)."""
     counts = np.zeros((3, 4), dtype=int)
@@ -469,7 +481,8 @@ def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict, pe
               f"that tier or above: {routing['follow_up_kept_rate']:.3f} of {routing['follow_ups']} (target ≥ 0.95).",
               f"- Fresh tier-1 questions asked in those conversations (sentiment, entities, a ticket's category) that "
               f"left for tier 1: {routing['fresh_easy_released_rate']:.3f} of {routing['fresh_easy']} (they may).",
-              f"- Tier mix of the held-out requests: {routing['tier_mix']} (expected by task: {routing['expected_mix']}).",
+              f"- Tier mix of the held-out requests (tiers 1 / 2 / 3): {' / '.join(f'{v:.3f}' for v in routing['tier_mix'].values())}"
+              f" (expected by task: {' / '.join(f'{v:.3f}' for v in routing['expected_mix'].values())}).",
               f"- Router decision, one query, one core: p50 {routing['p50_ms']:.2f} ms.", "",
               "![Task routing confusion matrices](task_routing_confusion.png)", "",
               "## Peer: semantic-router 1.1.1 on the same task-routing rows", ""]
@@ -479,6 +492,10 @@ def write_report(out: Path, routellm: dict, routerbench: dict, routing: dict, pe
                   + (f", accuracy with those sent to tier 2: {peer['tier_accuracy_none_as_tier2']:.3f}"
                      if "tier_accuracy_none_as_tier2" in peer else "") + ".",
                   f"- Decision latency, one thread: p50 {peer['p50_ms']:.2f} ms (Tierwise {routing['p50_ms']:.2f} ms).",
+                  f"- Requests for tier 2 or 3 sent below (to tier 1, or no route): {under_rate(peer['confusion']):.1%} "
+                  f"(Tierwise {under_rate(routing['confusion']):.1%}); tier-1 requests sent above: "
+                  f"{over_rate(peer['confusion']):.1%} (Tierwise {over_rate(routing['confusion']):.1%}). Sending a "
+                  "request below costs quality, sending it above costs money.",
                   f"- Configuration: {json.dumps(peer.get('config', {}))}.", ""]
     else:
         lines += ["Not run: its venv is not built (`make peer`).", ""]

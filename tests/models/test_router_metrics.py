@@ -56,3 +56,12 @@ def test_the_oracle_takes_the_cheapest_right_model():
     correct = np.array([[1, 1], [0, 1], [0, 0]])
     costs = np.array([[1.0, 5.0]] * 3)
     assert oracle_point(correct, costs) == pytest.approx((7 / 3, 2 / 3))
+
+
+def test_under_and_over_routing_rates_from_a_confusion_matrix():
+    from models.router_eval import over_rate, under_rate
+
+    # Rows: expected tier 1-3; columns: no route, tier 1, tier 2, tier 3.
+    counts = [[0, 8, 1, 1], [1, 2, 6, 1], [0, 1, 3, 6]]
+    assert under_rate(counts) == (1 + 2 + 1 + 3) / 20
+    assert over_rate(counts) == 2 / 10
