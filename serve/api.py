@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.errors import ApiError, api_error_handler, http_error_handler, parse_body, read_json
+from serve.errors import ApiError, RequestIdMiddleware, api_error_handler, http_error_handler, parse_body, read_json
 from serve.protocol import ChatCompletionRequest, ModelList, TaskRequest, TaskResponse, TierwiseInfo
 from serve.serving import ChatService
 
@@ -15,6 +15,7 @@ app = FastAPI(title="Tierwise", summary="OpenAI-compatible gateway that answers 
                                         "tier that will answer it well")
 app.add_exception_handler(ApiError, api_error_handler)
 app.add_exception_handler(StarletteHTTPException, http_error_handler)
+app.add_middleware(RequestIdMiddleware)
 
 ConversationId = Header(None, alias="X-Conversation-Id")
 

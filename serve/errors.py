@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import uuid
 from typing import TypeVar
 
 from fastapi import Request
@@ -13,7 +15,9 @@ from pydantic import BaseModel, ValidationError
 from serve import metrics
 from serve.protocol import ErrorDetail, ErrorResponse, TierwiseInfo
 
+log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -45,6 +49,48 @@ async def http_error_handler(_: Request, exc) -> JSONResponse:
     return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+def unexpected_error(exc: Exception, request_id: str) -> JSONResponse:
+    """Anything no handler took: a 500 in the OpenAI shape that names the request id to quote, and nothing
+    of the exception itself (it is logged with that id)."""
+    log.error("unexpected error in request %s", request_id, exc_info=exc)
+    metrics.ERRORS.labels("500", "internal_error").inc()
+    err = ApiError(500, f"internal error; quote request id {request_id} when reporting it", "server_error",
+                   code="internal_error")
+    return JSONResponse(err.body(), status_code=500)
+
+
+class RequestIdMiddleware:
+    """Honours a client's ``X-Request-Id`` (letters, digits and ``._:-``, up to 128) or makes one, returns it
+    on every response, and answers an unexpected error with :func:`unexpected_error`. Plain ASGI, so streamed
+    responses pass through untouched."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        sent = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if _REQUEST_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex}"
+        started = False
+
+        async def send_with_id(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Once a response has started (a stream), its status is sent: the server closes it.
+            if started:
+                raise
+            await unexpected_error(exc, request_id)(scope, receive, send_with_id)
+
+
 async def read_json(request: Request, max_bytes: int) -> object:
     """The request body as JSON, refusing oversized, non-UTF-8 and malformed bodies with a 4xx."""
     length = request.headers.get("content-length")
@@ -65,6 +111,8 @@ async def read_json(request: Request, max_bytes: int) -> object:
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                        code="invalid_json") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "request body is nested too deeply to parse", code="invalid_json") from exc
     # JSON may spell a lone UTF-16 surrogate as an escape; such a string cannot be stored or echoed
     # as UTF-8 later, so it is refused here. Only bodies that contain a surrogate escape pay for the check.
     if _SURROGATE_ESCAPE.search(text):
@@ -101,6 +149,8 @@ def parse_body(model: type[M], data: object) -> M:
         raise ApiError(400, "request body must be a JSON object", code="invalid_type")
     try:
         return model.model_validate(data)
+    except RecursionError as exc:
+        raise ApiError(400, "request body is nested too deeply", code="invalid_value") from exc
     except ValidationError as exc:
         problems = {}
         for err in exc.errors():

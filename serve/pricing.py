@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger(__name__)
+
+# A provider's dated or moving snapshot of a model: gpt-4o-mini-2024-07-18, claude-3-5-sonnet-20241022,
+# gpt-4-0613, gpt-4o-latest. They are priced as the model they are a snapshot of.
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest|preview)$")
 
 
 class ModelPrice(BaseModel):
@@ -48,10 +53,23 @@ class PriceTable:
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
 
+    def entry(self, model: str) -> str | None:
+        """The table entry ``model`` is priced by: itself, or the model a dated snapshot name belongs to
+        (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``); None when neither is listed."""
+        name = model
+        while name not in self.models:
+            shorter = _SNAPSHOT.sub("", name)
+            if shorter == name:
+                return None
+            name = shorter
+        return name
+
     def price(self, model: str) -> ModelPrice:
-        """The model's price, or the reference price (logged once) when it is not in the table."""
-        if model in self.models:
-            return self.models[model]
+        """The model's price (a dated snapshot's is its model's), or the reference price (logged once) when
+        it is not in the table."""
+        entry = self.entry(model)
+        if entry is not None:
+            return self.models[entry]
         if model not in self._warned:
             self._warned.add(model)
             log.warning("no price for model %r: priced at the reference %r", model, self.reference_model)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -74,6 +75,8 @@ class Turn:
     new_messages: list[dict]
     forced_tier: int | None
     view: RequestView
+    # Written with the turn's messages, so a retried write cannot store them twice.
+    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @cached_property
     def messages(self) -> list[dict]:
@@ -223,7 +226,8 @@ class ChatService:
         record = {"role": "assistant", "content": answer.content,
                   "tierwise": {"tier": info.tier, "model": info.model, "task": info.task}}
         try:
-            await self.store.append(self.settings.http.tenant, turn.conversation_id, turn.new_messages + [record])
+            await self.store.append(self.settings.http.tenant, turn.conversation_id, turn.new_messages + [record],
+                                    turn.turn_id)
         except StoreUnavailable as exc:
             raise ApiError(503, "the answer was generated but the conversation store is unavailable, so the "
                                 "turn was not saved; retry later", "service_unavailable",

@@ -304,7 +304,9 @@ class StoreSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "tierwise"
     ttl_s: int = Field(86400, ge=1)
-    max_messages: int = Field(200, ge=2)
+    # At least a whole request's messages (http.max_messages) plus the answer, so a client that resends its
+    # history is recognised as resending it.
+    max_messages: int = Field(512, ge=2)
 
 
 class HttpSettings(_Section):
@@ -345,6 +347,13 @@ class Settings(BaseSettings):
         for field, path in (("tier1.faq_path", self.tier1.faq_path), ("pricing.path", self.pricing.path)):
             if not Path(path).is_file():
                 raise ValueError(f"{field}: file {path} does not exist")
+        return self
+
+    @model_validator(mode="after")
+    def _store_holds_a_request(self) -> "Settings":
+        if self.store.max_messages <= self.http.max_messages:
+            raise ValueError(f"store.max_messages ({self.store.max_messages}) must exceed http.max_messages "
+                             f"({self.http.max_messages}): a request's messages and its answer must fit the store")
         return self
 
     @model_validator(mode="after")

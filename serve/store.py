@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
@@ -32,8 +33,9 @@ class ConversationStore(Protocol):
     async def load(self, tenant: str, conversation_id: str) -> list[dict]:
         """Return the stored messages, oldest first ([] when unknown), and refresh the TTL."""
 
-    async def append(self, tenant: str, conversation_id: str, messages: list[dict]) -> None:
-        """Atomically add all messages (or none), keep the newest max_messages, refresh the TTL."""
+    async def append(self, tenant: str, conversation_id: str, messages: list[dict], turn_id: str | None = None) -> None:
+        """Atomically add all messages (or none) as turn ``turn_id``, once however often it is retried; keep
+        the newest max_messages, refresh the TTL."""
 
     async def load_summaries(self, tenant: str, conversation_id: str) -> dict[int, str]:
         """Summaries of the conversation's first n messages, by n ({} when none)."""
@@ -69,6 +71,17 @@ def _redact(url: str) -> str:
     return parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***{at}{hostport}").geturl()
 
 
+# KEYS: the conversation's list, its set of written turn ids. ARGV: TTL, max messages, turn id, messages.
+_APPEND_ONCE = """
+if redis.call('SADD', KEYS[2], ARGV[3]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 4))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 class RedisConversationStore:
     """Conversation store backed by one Redis list per conversation."""
 
@@ -83,6 +96,7 @@ class RedisConversationStore:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                               socket_connect_timeout=socket_timeout_s,
                                               retry=Retry(NoBackoff(), 1))
+        self._append_script = self._redis.register_script(_APPEND_ONCE)
 
     def _key(self, tenant: str, conversation_id: str) -> str:
         _validate(tenant, conversation_id)
@@ -99,16 +113,20 @@ class RedisConversationStore:
             raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
         return [json.loads(item) for item in raw]
 
-    async def append(self, tenant: str, conversation_id: str, messages: list[dict]) -> None:
-        """Atomically add all messages (or none), keep the newest max_messages, refresh the TTL."""
+    async def append(self, tenant: str, conversation_id: str, messages: list[dict], turn_id: str | None = None) -> None:
+        """Atomically add all messages (or none) as turn ``turn_id`` (one is made when None), once however
+        often the write is retried; keep the newest max_messages, refresh the TTL.
+
+        The client library retries a command whose reply it lost; a script that first records the turn id
+        makes that retry, and any caller's retry of the same turn, a no-op."""
         key = self._key(tenant, conversation_id)
         payload = _serialise(messages)
         if not payload:
             return
+        turns = f"{key}:turns"
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await (pipe.rpush(key, *payload).ltrim(key, -self._max, -1)
-                       .expire(key, self._ttl_s).execute())
+            await self._append_script(keys=[key, turns],
+                                      args=[self._ttl_s, self._max, turn_id or uuid.uuid4().hex, *payload])
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
 
@@ -157,6 +175,7 @@ class MemoryConversationStore:
         # touching this dict, so each call is atomic with respect to other coroutines.
         self._data: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._summaries: dict[tuple[str, str], dict[int, str]] = {}
+        self._turns: dict[tuple[str, str], set[str]] = {}
         self._next_sweep = 0.0
 
     def _live(self, key: tuple[str, str], now: float) -> list[str]:
@@ -168,6 +187,7 @@ class MemoryConversationStore:
         if now >= self._next_sweep:
             self._data = {k: v for k, v in self._data.items() if v[0] > now}
             self._summaries = {k: v for k, v in self._summaries.items() if k in self._data}
+            self._turns = {k: v for k, v in self._turns.items() if k in self._data}
             self._next_sweep = now + min(self._ttl_s, 60)
 
     async def load(self, tenant: str, conversation_id: str) -> list[dict]:
@@ -179,15 +199,24 @@ class MemoryConversationStore:
             self._data[key] = (now + self._ttl_s, items)
         return [json.loads(item) for item in items]
 
-    async def append(self, tenant: str, conversation_id: str, messages: list[dict]) -> None:
-        """Atomically add all messages (or none), keep the newest max_messages, refresh the TTL."""
+    async def append(self, tenant: str, conversation_id: str, messages: list[dict], turn_id: str | None = None) -> None:
+        """Atomically add all messages (or none) as turn ``turn_id``, once however often it is retried; keep
+        the newest max_messages, refresh the TTL."""
         _validate(tenant, conversation_id)
         payload = _serialise(messages)
         if not payload:
             return
         key, now = (tenant, conversation_id), self._clock()
         self._sweep(now)
-        self._data[key] = (now + self._ttl_s, (self._live(key, now) + payload)[-self._max:])
+        live = self._live(key, now)
+        if not live:
+            # An expired conversation's turn ids went with it.
+            self._turns.pop(key, None)
+        turns = self._turns.setdefault(key, set())
+        if turn_id is not None and turn_id in turns:
+            return
+        turns.add(turn_id or uuid.uuid4().hex)
+        self._data[key] = (now + self._ttl_s, (live + payload)[-self._max:])
 
     async def load_summaries(self, tenant: str, conversation_id: str) -> dict[int, str]:
         """Summaries of the conversation's first n messages, by n ({} when none)."""

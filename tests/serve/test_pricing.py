@@ -29,3 +29,17 @@ def test_bad_price_file_names_the_field(tmp_path):
     path.write_text("reference_model: gpt-5\nmodels:\n  gpt-4o: {input: 1, output: 2}\n")
     with pytest.raises(ValueError, match="reference_model 'gpt-5' has no price"):
         PriceTable.load(path)
+
+
+@pytest.mark.parametrize("dated,entry", [("gpt-4o-mini-2024-07-18", "gpt-4o-mini"), ("gpt-4o-2024-08-06", "gpt-4o"),
+                                         ("claude-haiku-4-5-20251001", "claude-haiku-4-5"), ("gpt-4.1-latest", "gpt-4.1")])
+def test_a_dated_snapshot_is_priced_as_its_model(settings, caplog, dated, entry):
+    prices = PriceTable.load(settings.pricing.path)
+    assert prices.entry(dated) == entry
+    assert prices.cost(dated, 1000, 500) == prices.cost(entry, 1000, 500)
+    assert "no price" not in caplog.text
+
+
+def test_a_snapshot_of_an_unlisted_model_is_still_unknown(settings):
+    prices = PriceTable.load(settings.pricing.path)
+    assert prices.entry("mistral-large-2411") is None and prices.entry("gpt-4o-mini") == "gpt-4o-mini"

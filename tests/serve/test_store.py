@@ -219,3 +219,19 @@ async def test_memory_store_returns_copies():
     (loaded,) = await store.load("acme", "c1")
     loaded["content"] = "mutated"
     assert await store.load("acme", "c1") == [{"role": "user", "content": "hi"}]
+
+
+async def test_a_retried_turn_is_written_once(make_store):
+    store = make_store()
+    turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    await store.append("acme", "c1", turn, turn_id="turn-1")
+    await store.append("acme", "c1", turn, turn_id="turn-1")
+    await store.append("acme", "c1", [{"role": "user", "content": "again"}], turn_id="turn-2")
+    assert [m["content"] for m in await store.load("acme", "c1")] == ["hi", "hello", "again"]
+    # Turn ids are per conversation: the same id elsewhere is another turn.
+    await store.append("acme", "c2", turn, turn_id="turn-1")
+    assert len(await store.load("acme", "c2")) == 2
+
+
+async def test_the_stored_limit_holds_what_one_request_may_carry(settings):
+    assert settings.store.max_messages > settings.http.max_messages

@@ -1,0 +1,52 @@
+"""The HTTP surface's own error handling: JSON too deep to parse, unexpected errors, request ids."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serve import api
+
+
+class _Service:
+    """Just enough of ChatService for the routes: settings, and a chat that fails unexpectedly."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    async def chat(self, body, conversation_id):
+        raise RuntimeError("secret connection string postgres://admin:hunter2@db")
+
+
+@pytest.fixture()
+def client(settings):
+    api.bind_service(_Service(settings))
+    try:
+        yield TestClient(api.app, raise_server_exceptions=False)
+    finally:
+        api.bind_service(None)
+
+
+def test_json_nested_too_deep_is_a_400_in_the_openai_shape(client):
+    deep = "[" * 100_000 + "]" * 100_000
+    r = client.post("/v1/chat/completions", content='{"model": "auto", "messages": ' + deep + "}",
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_json" and "nested too deeply" in r.json()["error"]["message"]
+
+
+def test_an_unexpected_error_is_a_500_that_names_the_request_id_and_leaks_nothing(client):
+    r = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"X-Request-Id": "client-req-42"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "client-req-42"
+    error = r.json()["error"]
+    assert error["type"] == "server_error" and "client-req-42" in error["message"]
+    assert "hunter2" not in r.text and "RuntimeError" not in r.text
+
+
+def test_every_response_carries_a_request_id(client):
+    made = client.get("/healthz")
+    assert made.headers["x-request-id"].startswith("req_")
+    # An id that could smuggle header syntax is replaced, not echoed.
+    assert client.get("/healthz", headers={"X-Request-Id": "bad id\tx"}).headers["x-request-id"].startswith("req_")
+    assert client.get("/nope", headers={"X-Request-Id": "abc"}).headers["x-request-id"] == "abc"
