@@ -105,11 +105,16 @@ def _status(exc: openai.APIError) -> int | None:
     return exc.status_code if isinstance(exc, openai.APIStatusError) else None
 
 
+# The provider refusing Tierwise itself (a bad or revoked key, no access to the model, a model it does not
+# serve): not the client's fault, and the next provider may well answer.
+PROVIDER_REFUSALS = frozenset({401, 403, 404})
+
+
 def _is_request_error(exc: openai.APIError) -> bool:
-    # 408 is the provider timing out, so it counts as the provider's fault like 429 and 5xx; any other
-    # 4xx would fail the same way on every provider.
+    # 408 is the provider timing out, so it counts as the provider's fault like 429 and 5xx; the refusals
+    # above are the provider's too. Any other 4xx would fail the same way on every provider.
     status = _status(exc)
-    return status is not None and 400 <= status < 500 and status not in (408, 429)
+    return status is not None and 400 <= status < 500 and status not in (408, 429, *PROVIDER_REFUSALS)
 
 
 class Tier3Client:
@@ -266,8 +271,9 @@ class Tier3Client:
             names = ", ".join(p.spec.name for p in self._providers)
             return Tier3Unavailable(f"all tier-3 providers are circuit-open: {names}")
         exc, name = last
+        refused = " (it refused Tierwise's own key or model)" if _status(exc) in PROVIDER_REFUSALS else ""
         return Tier3Unavailable(
-            f"all tier-3 providers failed; last error from {name}: {exc} (all errors: {'; '.join(errors)})",
+            f"all tier-3 providers failed; last error from {name}{refused}: {exc} (all errors: {'; '.join(errors)})",
             status=_status(exc),
             provider=name,
         )

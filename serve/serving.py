@@ -19,7 +19,7 @@ from functools import cached_property
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from deployments.tier2 import Tier2Answer, Tier2Failure, Tier2Pool, Tier2Target
-from deployments.tier3 import Completion, Tier3Unavailable
+from deployments.tier3 import PROVIDER_REFUSALS, Completion, Tier3Unavailable
 from models import language
 from models.answer_format import CannotRender, render
 from models.encoder import load_tokenizer
@@ -568,7 +568,10 @@ class ChatService:
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
     def _upstream_error(self, exc: Tier3Unavailable, info: TierwiseInfo) -> ApiError:
-        status = exc.status if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429 else 502
+        # The client's own error is theirs to fix (its 4xx); a provider that refused Tierwise, throttled it or
+        # failed is the gateway's upstream problem (502).
+        status = exc.status if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (
+            429, *PROVIDER_REFUSALS) else 502
         kind = "invalid_request_error" if status < 500 else "upstream_error"
         return ApiError(status, f"tier 3 failed: {exc}", kind, code="tier3_failed", tierwise=info)
 

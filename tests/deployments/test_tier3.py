@@ -229,3 +229,23 @@ async def test_named_model_goes_to_its_provider_first(servers, make_client):
 
     assert (pinned.provider, default.provider) == ("b", "a")
     assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_provider_refusing_tierwise_fails_over(servers, make_client, status):
+    a, b = servers
+    client = make_client(spec(a, "a"), spec(b, "b"))
+    a.fail_next(status)
+    completion = await client.complete(MESSAGES, {})
+    assert completion.provider == "b" and len(a.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_last_provider_refusing_tierwise_says_so(servers, make_client):
+    a, _ = servers
+    client = make_client(spec(a, "a", max_retries=0))
+    a.fail_next(401)
+    with pytest.raises(Tier3Unavailable) as info:
+        await client.complete(MESSAGES, {})
+    assert info.value.status == 401 and "refused Tierwise's own key or model" in str(info.value)

@@ -14,7 +14,7 @@ from models.tier1 import Tier1Answer as Answer
 from models.router import RouteDecision, RouteInput
 from serve.errors import ApiError, parse_body
 from serve.pricing import PriceTable
-from serve.protocol import ChatCompletionRequest
+from serve.protocol import ChatCompletionRequest, TierwiseInfo
 from serve.serving import ChatService
 from serve.store import MemoryConversationStore
 
@@ -358,3 +358,13 @@ async def test_route_names_the_tier2_model_chat_would_try_first(make, settings):
     svc.router.decision.quality = {s.router.quality.tier2_as: 0.7}
     info = await svc.route(request("Write a sonnet about entropy."), None)
     assert (info.tier, info.model) == (2, "tiny") and "predicted quality 0.70" in info.reason
+
+
+@pytest.mark.parametrize("status,expected", [(400, 400), (422, 422), (401, 502), (403, 502), (404, 502), (429, 502),
+                                             (None, 502)])
+def test_a_provider_refusing_tierwise_is_the_gateways_upstream_error_not_the_clients(make, status, expected):
+    from deployments.tier3 import Tier3Unavailable
+
+    info = TierwiseInfo(tier=3, model="m", task="reasoning", reason="r", confidence=0.9)
+    err = make()._upstream_error(Tier3Unavailable("nope", status=status, provider="a"), info)
+    assert err.status == expected and err.type == ("invalid_request_error" if expected < 500 else "upstream_error")
