@@ -99,10 +99,11 @@ def build_app(settings: Settings) -> Application:
         b = settings.tier1.batching
         tier1 = Tier1Pool.options(num_replicas=b.num_replicas, ray_actor_options={"num_cpus": b.num_cpus},
                                   max_ongoing_requests=max(2 * b.max_batch_size, 16)).bind(settings)
-    gateway = Gateway.options(num_replicas=settings.http.num_replicas,
-                              ray_actor_options={"num_cpus": settings.http.num_cpus})
+    gateway = Gateway.options(ray_actor_options={"num_cpus": settings.http.num_cpus},
+                              **settings.http.capacity.options())
+    tier3 = Tier3Forwarder.options(**settings.tier3.capacity.options()).bind(settings.tier3.providers)
     tier2, unplaced = build_tier2(settings.tier2, cluster_resources()) if settings.tier2.models else ({}, {})
-    return gateway.bind(settings, router, tier1, Tier3Forwarder.bind(settings.tier3.providers), tier2, unplaced)
+    return gateway.bind(settings, router, tier1, tier3, tier2, unplaced)
 
 
 def app_builder(args: dict) -> Application:

@@ -161,10 +161,44 @@ class ProviderSettings(_Section):
     allow_no_key: bool = False
 
 
+class AutoscalingSettings(_Section):
+    """Serve's autoscaling of one deployment: replicas between the bounds, sized to keep each replica at
+    about ``target_ongoing_requests``."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingSettings":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class CapacitySettings(_Section):
+    """How much one deployment takes on: requests in flight per replica, and its replicas (fixed, or
+    autoscaled when ``autoscaling`` is set)."""
+
+    # Serve's default is 5, at which a handful of slow tier-3 streams would queue every fast tier-1 request
+    # behind them; a replica's event loop holds hundreds of waiting streams at no cost.
+    max_ongoing_requests: int = Field(256, ge=1)
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingSettings | None = None
+
+    def options(self) -> dict:
+        """The deployment's ``.options(...)`` for these settings."""
+        if self.autoscaling is not None:
+            return {"max_ongoing_requests": self.max_ongoing_requests,
+                    "autoscaling_config": self.autoscaling.model_dump()}
+        return {"max_ongoing_requests": self.max_ongoing_requests, "num_replicas": self.num_replicas}
+
+
 class Tier3Settings(_Section):
-    """Frontier providers, tried in order."""
+    """Frontier providers, tried in order, and the forwarder's capacity."""
 
     providers: list[ProviderSettings] = []
+    capacity: CapacitySettings = CapacitySettings()
 
 
 class LogprobCalibration(_Section):
@@ -318,8 +352,9 @@ class HttpSettings(_Section):
     max_message_chars: int = Field(100_000, ge=1)
     max_messages: int = Field(256, ge=1)
     tenant: str = "default"
-    num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
+    # The gateway deployment's requests in flight per replica and its replicas.
+    capacity: CapacitySettings = CapacitySettings()
 
 
 class PricingSettings(_Section):

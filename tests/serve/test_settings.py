@@ -121,3 +121,25 @@ def test_a_bad_tier2_model_names_both_files_and_the_field(tmp_path):
 def test_a_missing_tier2_models_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"tier2.*models_file: file .*nowhere.yaml does not exist"):
         load_settings(_write(tmp_path, "tier2:\n  models_file: nowhere.yaml\n"))
+
+
+def test_gateway_and_tier3_capacity_default_above_serves_five_and_can_autoscale(tmp_path):
+    settings = load_settings()
+    assert settings.http.capacity.options() == {"max_ongoing_requests": 256, "num_replicas": 1}
+    assert settings.tier3.capacity.options()["max_ongoing_requests"] >= 64
+    path = tmp_path / "t.yaml"
+    path.write_text("tier3:\n  capacity:\n    max_ongoing_requests: 500\n"
+                    "    autoscaling: {min_replicas: 1, max_replicas: 4, target_ongoing_requests: 100}\n")
+    options = load_settings(path).tier3.capacity.options()
+    assert options == {"max_ongoing_requests": 500, "autoscaling_config": {
+        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 100.0}}
+    path.write_text("http:\n  capacity:\n    autoscaling: {min_replicas: 3, max_replicas: 2, target_ongoing_requests: 8}\n")
+    with pytest.raises(ConfigError, match=r"http.capacity.autoscaling: .*min_replicas \(3\) exceeds max_replicas \(2\)"):
+        load_settings(path)
+
+
+def test_the_store_must_hold_a_whole_request(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("store:\n  max_messages: 100\n")
+    with pytest.raises(ConfigError, match=r"store.max_messages \(100\) must exceed http.max_messages \(256\)"):
+        load_settings(path)
