@@ -537,9 +537,14 @@ class ChatService:
     def _stream_response(self, turn: Turn, info: TierwiseInfo, headers: dict, started: float,
                          pieces: AsyncIterator[str | Answer]) -> StreamingResponse:
         chunk_id, created = completion_id(), int(time.time())
+        include_usage = bool(turn.request.stream_options and turn.request.stream_options.include_usage)
 
         def sse(chunk: ChatCompletionChunk) -> str:
-            return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+            body = chunk.model_dump(exclude_none=True)
+            # OpenAI's chunks say finish_reason: null until the last one; clients test for the key.
+            for choice in body["choices"]:
+                choice.setdefault("finish_reason", None)
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
         async def events() -> AsyncIterator[str]:
             yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=info.model,
@@ -551,11 +556,19 @@ class ChatService:
                         self._price(info, piece)
                         await self._save(turn, piece, info)
                         self._record(info, started)
-                        usage = Usage(prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens,
-                                      total_tokens=piece.prompt_tokens + piece.completion_tokens)
-                        yield sse(ChatCompletionChunk(
-                            id=chunk_id, created=created, model=piece.model, usage=usage, tierwise=info,
-                            choices=[ChunkChoice(delta=DeltaMessage(), finish_reason=piece.finish_reason)]))
+                        last = ChatCompletionChunk(
+                            id=chunk_id, created=created, model=piece.model,
+                            choices=[ChunkChoice(delta=DeltaMessage(), finish_reason=piece.finish_reason)])
+                        if include_usage:
+                            # As OpenAI sends it: a chunk of its own, with no choices, after the last one.
+                            yield sse(last)
+                            usage = Usage(prompt_tokens=piece.prompt_tokens, completion_tokens=piece.completion_tokens,
+                                          total_tokens=piece.prompt_tokens + piece.completion_tokens)
+                            last = ChatCompletionChunk(id=chunk_id, created=created, model=piece.model, choices=[],
+                                                       usage=usage)
+                        # Tierwise's routing record rides on the stream's last chunk, whichever that is.
+                        last.tierwise = info
+                        yield sse(last)
                     elif piece:
                         yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=info.model,
                                                       choices=[ChunkChoice(delta=DeltaMessage(content=piece))]))

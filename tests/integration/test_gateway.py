@@ -90,12 +90,17 @@ def test_tier3_non_streaming_and_tier2_fallback(client, provider):
 
 def test_tier3_streaming(client):
     chunks = list(client.chat.completions.create(
-        model="auto", stream=True, messages=user("Prove that the square root of 2 is irrational.")))
+        model="auto", stream=True, stream_options={"include_usage": True},
+        messages=user("Prove that the square root of 2 is irrational.")))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("fake reply to: Prove that the square root of 2 is irrational.")
     tw = chunks[-1].model_extra["tierwise"]
     assert tw["tier"] == 3 and tw["task"] == "reasoning"
-    assert chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    without = list(client.chat.completions.create(
+        model="auto", stream=True, messages=user("Prove that the square root of 2 is irrational.")))
+    assert all(c.usage is None for c in without) and without[-1].choices[0].finish_reason == "stop"
 
 
 def test_two_turn_conversation_second_turn_sees_first(client, provider, redis_db):

@@ -232,6 +232,19 @@ async def test_streamed_tier1_answer(make):
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert json.loads(text) == {"sentiment": "positive"}
     assert chunks[-1]["tierwise"]["tier"] == 1 and events[-1] == "data: [DONE]\n\n"
+    # As OpenAI streams: finish_reason null until the last choice chunk, and no usage unless asked for.
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and all("usage" not in c for c in chunks)
+
+
+async def test_streamed_usage_comes_in_its_own_last_chunk_when_asked_for(make):
+    response = await make().chat(request(stream=True, stream_options={"include_usage": True}), None)
+    chunks = [json.loads(e[6:]) for e in [e async for e in response.body_iterator] if e.startswith("data: {")]
+    *choice_chunks, usage_chunk = chunks
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["total_tokens"] > 0
+    assert usage_chunk["tierwise"]["tier"] == 1
+    assert choice_chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all("usage" not in c for c in choice_chunks)
 
 
 async def test_route_endpoint_shows_the_blocker(make):
