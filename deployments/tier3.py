@@ -42,6 +42,9 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     finish_reason: str
+    # What the model asked for instead of (or beside) text: tool calls in OpenAI's shape, and a refusal.
+    tool_calls: list[dict] | None = None
+    refusal: str | None = None
 
 
 class Tier3NotConfigured(Exception):
@@ -187,6 +190,9 @@ class Tier3Client:
                 prompt_tokens=usage.prompt_tokens if usage else None,
                 completion_tokens=usage.completion_tokens if usage else None,
                 finish_reason=choice.finish_reason or "stop",
+                tool_calls=[c.model_dump(exclude_none=True) for c in choice.message.tool_calls]
+                if choice.message.tool_calls else None,
+                refusal=choice.message.refusal,
             )
         raise self._exhausted(errors, last)
 

@@ -105,6 +105,10 @@ def content_text(content: str | list[dict] | None) -> str:
     return content or ""
 
 
+# Message fields besides role and content that pass through to the model that answers.
+FORWARDED_FIELDS = ("name", "tool_calls", "tool_call_id", "function_call", "refusal")
+
+
 class ChatMessage(BaseModel):
     """One message of a conversation."""
 
@@ -136,12 +140,17 @@ class ChatMessage(BaseModel):
         return [p.type for p in self.content if p.type in MEDIA_PART_TYPES]
 
     def record(self) -> dict:
-        """The message as stored and forwarded: role and content, parts kept as they were sent."""
+        """The message as stored and forwarded: role, content (parts kept as they were sent) and the fields
+        an agent's tool loop needs (``name``, ``tool_calls``, ``tool_call_id``, ``function_call``,
+        ``refusal``). An assistant message that only calls tools keeps ``content: null``."""
+        extra = {k: v for k, v in (self.model_extra or {}).items() if k in FORWARDED_FIELDS and v is not None}
         if isinstance(self.content, list):
             content = [p.model_dump(exclude_unset=True) for p in self.content]
+        elif self.content is None and (extra.get("tool_calls") or extra.get("function_call")):
+            content = None
         else:
             content = self.content or ""
-        return {"role": self.role, "content": content}
+        return {"role": self.role, "content": content, **extra}
 
 
 class StreamOptions(BaseModel):
@@ -360,7 +369,7 @@ class ChatCompletionRequest(BaseModel):
 def new_records(request: ChatCompletionRequest, history: list[dict]) -> list[dict]:
     """The request's messages as records, less a resent copy of the stored ``history`` at their start."""
     records = [m.record() for m in request.messages]
-    stored = [{"role": m["role"], "content": m["content"]} for m in history]
+    stored = [{k: v for k, v in m.items() if k != "tierwise"} for m in history]
     if history and records[: len(stored)] == stored:
         return records[len(stored):]
     return records
@@ -437,7 +446,9 @@ class AssistantMessage(BaseModel):
     """The answer message."""
 
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[dict] | None = None
+    refusal: str | None = None
 
 
 class Choice(BaseModel):

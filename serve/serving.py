@@ -80,9 +80,15 @@ class Turn:
 
     @cached_property
     def messages(self) -> list[dict]:
-        """What a generating tier reads: the stored history then the new messages, metadata stripped and
-        content parts (images, audio, files) as the client sent them."""
-        return [{"role": m["role"], "content": m["content"]} for m in self.history + self.new_messages]
+        """What tier 3 reads: the stored history then the new messages, Tierwise's metadata stripped, and
+        content parts (images, audio, files), tool calls, tool results and names as the client sent them."""
+        return [{k: v for k, v in m.items() if k != "tierwise"} for m in self.history + self.new_messages]
+
+    @cached_property
+    def text_messages(self) -> list[dict]:
+        """What tier 2 reads: role and content only (requests with tools never reach it; see
+        :func:`serve.constraints.tier2_blocker`)."""
+        return [{"role": m["role"], "content": m["content"] or ""} for m in self.history + self.new_messages]
 
     @cached_property
     def _last_routing(self) -> dict:
@@ -116,6 +122,15 @@ class Answer:
     baseline_prompt_tokens: int | None = None
     # The price-table entry, when not ``model`` (a tier-2 adapter is priced as its base model).
     price_model: str | None = None
+    # Tier 3's tool calls and refusal, passed back as the provider sent them.
+    tool_calls: list[dict] | None = None
+    refusal: str | None = None
+
+    def message(self) -> dict:
+        """The assistant message as stored and returned (``content: null`` when it only calls tools)."""
+        extra = {k: v for k, v in (("tool_calls", self.tool_calls), ("refusal", self.refusal)) if v}
+        return {"role": "assistant", "content": None if self.tool_calls and not self.content else self.content,
+                **extra}
 
 
 class ChatService:
@@ -223,8 +238,7 @@ class ChatService:
     async def _save(self, turn: Turn, answer: Answer, info: TierwiseInfo) -> None:
         if turn.conversation_id is None:
             return
-        record = {"role": "assistant", "content": answer.content,
-                  "tierwise": {"tier": info.tier, "model": info.model, "task": info.task}}
+        record = answer.message() | {"tierwise": {"tier": info.tier, "model": info.model, "task": info.task}}
         try:
             await self.store.append(self.settings.http.tenant, turn.conversation_id, turn.new_messages + [record],
                                     turn.turn_id)
@@ -363,7 +377,8 @@ class ChatService:
         answer = Answer(completion.content, completion.model or info.model,
                         completion.prompt_tokens or self.count_prompt(turn.messages),
                         completion.completion_tokens or self.count(completion.content),
-                        finish_reason=completion.finish_reason or "stop")
+                        finish_reason=completion.finish_reason or "stop", tool_calls=completion.tool_calls,
+                        refusal=completion.refusal)
         return await self._respond(turn, info, started, answer)
 
     # -- tier 2 -------------------------------------------------------------------------------------
@@ -376,7 +391,7 @@ class ChatService:
         may_escalate = turn.forced_tier != 2 and self.can_answer(3)
         try:
             targets, choice = self._tier2_plan(turn, decision, choice)
-            target, fitted, note = await self.tier2.fit(targets, turn.messages, request.requested_output_tokens(),
+            target, fitted, note = await self.tier2.fit(targets, turn.text_messages, request.requested_output_tokens(),
                                                         turn.conversation_id)
             params = request.generation_params()
             if request.stream:
@@ -493,12 +508,15 @@ class ChatService:
         self._record(info, started)
         body = ChatCompletionResponse(
             model=answer.model,
-            choices=[Choice(message=AssistantMessage(content=answer.content), finish_reason=answer.finish_reason)],
+            choices=[Choice(message=AssistantMessage(**answer.message()), finish_reason=answer.finish_reason)],
             usage=Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
                         total_tokens=answer.prompt_tokens + answer.completion_tokens),
             tierwise=info,
         )
-        return JSONResponse(body.model_dump(exclude_none=True), headers=headers | {"X-Tierwise-Model": answer.model})
+        payload = body.model_dump(exclude_none=True)
+        # OpenAI sends content: null on a message that only calls tools.
+        payload["choices"][0]["message"].setdefault("content", None)
+        return JSONResponse(payload, headers=headers | {"X-Tierwise-Model": answer.model})
 
     # -- streaming ----------------------------------------------------------------------------------
 

@@ -332,6 +332,22 @@ def test_tools_go_to_tier3_intact(client, provider):
     assert sent["tools"] == [WEATHER_TOOL] and sent["tool_choice"] == "auto"
 
 
+def test_a_tool_call_round_trip_through_tier3(client, provider):
+    """An agent's loop: the model calls a tool, the client runs it and sends the result back."""
+    question = user("What is the weather in Lisbon?")
+    first = client.chat.completions.create(model="auto", messages=question, tools=[WEATHER_TOOL])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments)["query"]
+    result = {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}
+    second = client.chat.completions.create(model="auto", tools=[WEATHER_TOOL], messages=[
+        *question, choice.message.model_dump(exclude_none=True), result])
+    assert second.choices[0].message.content == f'fake reply to tool result {call.id}: {{"temp_c": 21}}'
+    sent = provider.requests[-1]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.id and sent[2] == result
+
+
 def test_image_parts_go_to_tier3_intact(client, provider):
     content = [{"type": "text", "text": "Product is great!"}, IMAGE_PART]
     completion = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": content}])

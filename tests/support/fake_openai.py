@@ -159,6 +159,16 @@ class FakeOpenAIServer:
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "created": int(time.time()), "model": body.get("model", "")}
 
+            tools = body.get("tools") or []
+            if tools and not body.get("stream") and messages and messages[-1].get("role") != "tool":
+                # An agent's first step: call the first tool offered, with the user's words as its argument.
+                call = {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function",
+                        "function": {"name": tools[0]["function"]["name"], "arguments": json.dumps({"query": last_user})}}
+                choice = {"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                          "finish_reason": "tool_calls", "logprobs": None}
+                return {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            if messages and messages[-1].get("role") == "tool":
+                reply = f"fake reply to tool result {messages[-1].get('tool_call_id')}: {_text(messages[-1].get('content'))}"
             if not body.get("stream"):
                 choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop", "logprobs": None}
                 return {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
