@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Header, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.errors import ApiError, RequestIdMiddleware, api_error_handler, http_error_handler, parse_body, read_json
-from serve.protocol import ChatCompletionRequest, ModelList, TaskRequest, TaskResponse, TierwiseInfo
+from serve.protocol import (ChatCompletionRequest, ChatCompletionResponse, ErrorResponse, ModelList, TaskRequest,
+                            TaskResponse, TierwiseInfo)
 from serve.serving import ChatService
 
 app = FastAPI(title="Tierwise", summary="OpenAI-compatible gateway that answers each request on the cheapest "
@@ -18,6 +20,39 @@ app.add_exception_handler(StarletteHTTPException, http_error_handler)
 app.add_middleware(RequestIdMiddleware)
 
 ConversationId = Header(None, alias="X-Conversation-Id")
+# Bodies are read by hand (size limit, UTF-8, depth, surrogates) and validated by parse_body, so that every
+# bad one is an OpenAI-shaped 400; these declare them in /openapi.json all the same.
+BODY_MODELS = (ChatCompletionRequest, TaskRequest)
+ERRORS = {400: {"model": ErrorResponse, "description": "Bad request (OpenAI error shape)"},
+          503: {"model": ErrorResponse, "description": "A needed part is unavailable; Retry-After says when to retry"}}
+
+
+def _body_doc(model) -> dict:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _openapi() -> dict:
+    """The OpenAPI document with the hand-parsed request bodies and OpenAI-shaped errors (never FastAPI's
+    422, which this API does not send)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in BODY_MODELS:
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    for path in schema["paths"].values():
+        for operation in path.values():
+            operation.get("responses", {}).pop("422", None)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
+
+
+app.openapi = _openapi
 
 # Serve unpickles its own copy of ``app`` in each replica, so app.state set by the deployment would land on
 # another object; the route functions, imported by reference, do share this module's globals.
@@ -41,14 +76,19 @@ async def _body(request: Request, model):
     return parse_body(model, await read_json(request, service(request).settings.http.max_body_bytes))
 
 
-@app.post("/v1/chat/completions")
+@app.post("/v1/chat/completions", openapi_extra=_body_doc(ChatCompletionRequest), responses={
+    200: {"model": ChatCompletionResponse, "description": "The completion; with `stream: true`, server-sent events of "
+                                                           "chat.completion.chunk objects",
+          "content": {"text/event-stream": {}}}, 404: ERRORS[400] | {"description": "Unknown model"},
+    502: {"model": ErrorResponse, "description": "The answering tier failed"}, **ERRORS})
 async def chat_completions(request: Request, conversation_id: str | None = ConversationId) -> Response:
     """OpenAI chat completions; ``model: auto`` routes, a concrete model name pins the tier."""
     body = await _body(request, ChatCompletionRequest)
     return await service(request).chat(body, conversation_id)
 
 
-@app.post("/v1/route", response_model=TierwiseInfo, response_model_exclude_none=True)
+@app.post("/v1/route", response_model=TierwiseInfo, response_model_exclude_none=True,
+          openapi_extra=_body_doc(ChatCompletionRequest), responses=ERRORS)
 async def route(request: Request, conversation_id: str | None = ConversationId) -> TierwiseInfo:
     """The routing decision for a chat completion body, with its scores; nothing is generated."""
     body = await _body(request, ChatCompletionRequest)
@@ -61,7 +101,8 @@ async def models(request: Request) -> ModelList:
     return service(request).list_models()
 
 
-@app.post("/v1/tasks/{task}", response_model=TaskResponse, response_model_exclude_none=True)
+@app.post("/v1/tasks/{task}", response_model=TaskResponse, response_model_exclude_none=True,
+          openapi_extra=_body_doc(TaskRequest), responses=ERRORS | {404: ERRORS[400] | {"description": "Unknown task"}})
 async def task(task: str, request: Request) -> TaskResponse:
     """Tier-1 tasks without routing: sentiment, entities, faq, intent."""
     body = await _body(request, TaskRequest)

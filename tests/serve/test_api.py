@@ -50,3 +50,20 @@ def test_every_response_carries_a_request_id(client):
     # An id that could smuggle header syntax is replaced, not echoed.
     assert client.get("/healthz", headers={"X-Request-Id": "bad id\tx"}).headers["x-request-id"].startswith("req_")
     assert client.get("/nope", headers={"X-Request-Id": "abc"}).headers["x-request-id"] == "abc"
+
+
+def test_openapi_documents_the_request_bodies_and_the_error_shape(client):
+    import json
+    import re
+
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, model in (("/v1/chat/completions", "ChatCompletionRequest"), ("/v1/route", "ChatCompletionRequest"),
+                        ("/v1/tasks/{task}", "TaskRequest")):
+        operation = spec["paths"][path]["post"]
+        assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(model)
+        assert "422" not in operation["responses"]
+        assert operation["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+    assert {"messages", "model"} <= set(schemas["ChatCompletionRequest"]["properties"])
+    referenced = set(re.findall(r"#/components/schemas/([A-Za-z0-9_]+)", json.dumps(spec)))
+    assert referenced <= set(schemas)
