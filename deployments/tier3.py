@@ -227,8 +227,10 @@ class Tier3Client:
                         choice = chunk.choices[0]
                         finish_reason = choice.finish_reason or finish_reason
                         if choice.delta and choice.delta.content:
+                            # The first delta names the model answering: after a failover, not the first
+                            # provider's.
+                            yield {"delta": choice.delta.content} | ({} if started else {"model": model})
                             started = True
-                            yield {"delta": choice.delta.content}
             except openai.APIError as exc:
                 if started:
                     provider.breaker.record_failure()

@@ -368,6 +368,8 @@ class ChatService:
             stream = self.tier3.options(stream=True).stream.remote(turn.messages, request.generation_params(),
                                                                   pinned)
             first = await self._first_or_error(stream, info)
+            # The answering provider's model names the stream everywhere: headers, chunks, the tierwise record.
+            info.model = first.get("model") or info.model
             return await self._respond(turn, info, started, None, self._tier3_pieces(first, stream, turn))
         try:
             completion: Completion = await self.tier3.complete.remote(turn.messages, request.generation_params(),
@@ -379,6 +381,7 @@ class ChatService:
                         completion.completion_tokens or self.count(completion.content),
                         finish_reason=completion.finish_reason or "stop", tool_calls=completion.tool_calls,
                         refusal=completion.refusal)
+        info.model = answer.model
         return await self._respond(turn, info, started, answer)
 
     # -- tier 2 -------------------------------------------------------------------------------------

@@ -123,6 +123,8 @@ async def test_stream_fails_over_before_first_delta(servers, make_client):
 
     assert "".join(i.get("delta", "") for i in items) == REPLY
     assert items[-1]["provider"] == "b"
+    # The first delta names the model that answers, the failover's, so the gateway can say so from the start.
+    assert items[0]["model"] == items[-1]["model"] == "model-b" and "model" not in items[1]
 
 
 @pytest.mark.asyncio
