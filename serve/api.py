@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -72,6 +72,15 @@ def service(_: Request) -> ChatService:
     return _service
 
 
+async def caller_tenant(request: Request,
+                        authorization: str | None = Header(None, include_in_schema=False)) -> str:
+    """The tenant whose conversations this request may read and write."""
+    return await service(request).tenant(authorization)
+
+
+Tenant = Depends(caller_tenant)
+
+
 async def _body(request: Request, model):
     return parse_body(model, await read_json(request, service(request).settings.http.max_body_bytes))
 
@@ -81,28 +90,30 @@ async def _body(request: Request, model):
                                                            "chat.completion.chunk objects",
           "content": {"text/event-stream": {}}}, 404: ERRORS[400] | {"description": "Unknown model"},
     502: {"model": ErrorResponse, "description": "The answering tier failed"}, **ERRORS})
-async def chat_completions(request: Request, conversation_id: str | None = ConversationId) -> Response:
+async def chat_completions(request: Request, conversation_id: str | None = ConversationId,
+                           tenant: str = Tenant) -> Response:
     """OpenAI chat completions; ``model: auto`` routes, a concrete model name pins the tier."""
     body = await _body(request, ChatCompletionRequest)
-    return await service(request).chat(body, conversation_id)
+    return await service(request).chat(body, conversation_id, tenant)
 
 
 @app.post("/v1/route", response_model=TierwiseInfo, response_model_exclude_none=True,
           openapi_extra=_body_doc(ChatCompletionRequest), responses=ERRORS)
-async def route(request: Request, conversation_id: str | None = ConversationId) -> TierwiseInfo:
+async def route(request: Request, conversation_id: str | None = ConversationId, tenant: str = Tenant) -> TierwiseInfo:
     """The routing decision for a chat completion body, with its scores; nothing is generated."""
     body = await _body(request, ChatCompletionRequest)
-    return await service(request).route(body, conversation_id)
+    return await service(request).route(body, conversation_id, tenant)
 
 
-@app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
+@app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True, dependencies=[Tenant])
 async def models(request: Request) -> ModelList:
     """Router aliases and concrete models."""
     return service(request).list_models()
 
 
 @app.post("/v1/tasks/{task}", response_model=TaskResponse, response_model_exclude_none=True,
-          openapi_extra=_body_doc(TaskRequest), responses=ERRORS | {404: ERRORS[400] | {"description": "Unknown task"}})
+          openapi_extra=_body_doc(TaskRequest), responses=ERRORS | {404: ERRORS[400] | {"description": "Unknown task"}},
+          dependencies=[Tenant])
 async def task(task: str, request: Request) -> TaskResponse:
     """Tier-1 tasks without routing: sentiment, entities, faq, intent."""
     body = await _body(request, TaskRequest)

@@ -21,6 +21,7 @@ from models.encoder import cuda_available
 from models.router import Router
 from models.tier1 import Tier1Models
 from serve.api import bind_service
+from serve.auth import KeyLookup
 from serve.pricing import PriceTable
 from serve.serving import ChatService
 from serve.settings import Settings, load_settings
@@ -56,8 +57,12 @@ class Gateway:
         for model, why in (tier2_unplaced or {}).items():
             log.warning("tier-2 model %s cannot be placed: %s; its traffic goes to the next tier", model, why)
         pool = Tier2Pool(settings.tier2, tier2 or {}, tier2_unplaced or {}) if settings.tier2.models else None
+        # Keys live beside the conversations, in Redis; an in-process store has none to check.
+        keys = KeyLookup(settings.store.url, settings.store.prefix) if store.backend == "redis" else None
+        if settings.http.require_api_key and keys is None:
+            log.warning("http.require_api_key is set but the store is not Redis: every request will be refused")
         bind_service(ChatService(settings, router, tier1, tier3, unconfigured, store,
-                                 PriceTable.load(settings.pricing.path), pool))
+                                 PriceTable.load(settings.pricing.path), pool, keys))
 
 
 def router_uses_gpu(settings: Settings) -> bool:

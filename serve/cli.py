@@ -214,6 +214,50 @@ def calibrate(tier3_share: Optional[float] = typer.Option(None, min=0, max=1, he
         console.print(f"wrote router.quality.threshold = {report['threshold']} to {config_path}")
 
 
+keys_cli = typer.Typer(help="API keys: each maps to a tenant, whose conversations only its keys can read.",
+                       no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+def _key_admin(config: Optional[Path]):
+    from serve.auth import KeyAdmin
+
+    settings = _settings(config)
+    return KeyAdmin(settings.store.url, settings.store.prefix)
+
+
+@keys_cli.command("create")
+def keys_create(tenant: str = typer.Option(..., help="The tenant the key acts for"),
+                config: Optional[Path] = ConfigOption) -> None:
+    """Create a key for TENANT and print it (only its hash is stored: it is shown this once)."""
+    try:
+        record, key = _key_admin(config).create(tenant)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(f"key {record.id} for tenant {record.tenant}; store it now, it is not shown again:")
+    print(key)
+
+
+@keys_cli.command("list")
+def keys_list(config: Optional[Path] = ConfigOption) -> None:
+    """Every key's id, tenant and creation time (never the key)."""
+    table = Table("id", "tenant", "created")
+    for record in _key_admin(config).list():
+        table.add_row(record.id, record.tenant, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.created)))
+    Console().print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id, as `tierwise keys list` shows it"),
+                config: Optional[Path] = ConfigOption) -> None:
+    """Revoke a key; gateways refuse it within seconds."""
+    if not _key_admin(config).revoke(key_id):
+        console.print(f"[red]no key with id {key_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"revoked key {key_id}")
+
+
 eval_cli = typer.Typer(help="Evaluate Tierwise's models on the test splits of the data folder.", no_args_is_help=True)
 cli.add_typer(eval_cli, name="eval")
 

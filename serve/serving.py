@@ -28,6 +28,7 @@ from models.request import RequestView
 from models.router import RouteDecision, RouteInput
 from models.tier1 import Tier1Answer, Tier1Request
 from serve import metrics
+from serve.auth import KEY_PREFIX, KeyLookup
 from serve.constraints import tier1_blocker, tier2_blocker
 from serve.errors import ApiError
 from serve.policy import TierChoice, choose_tier, escalate, resolve_available
@@ -75,8 +76,15 @@ class Turn:
     new_messages: list[dict]
     forced_tier: int | None
     view: RequestView
+    # Whose conversation it is: the caller's API key's tenant (http.tenant without a key).
+    tenant: str
     # Written with the turn's messages, so a retried write cannot store them twice.
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def conversation(self) -> tuple[str, str] | None:
+        """(tenant, conversation id) of a stored conversation; None for a stateless request."""
+        return None if self.conversation_id is None else (self.tenant, self.conversation_id)
 
     @cached_property
     def messages(self) -> list[dict]:
@@ -143,15 +151,17 @@ class ChatService:
     """
 
     def __init__(self, settings: Settings, router, tier1, tier3, tier3_unconfigured: str | None,
-                 store: ConversationStore, prices: PriceTable, tier2: Tier2Pool | None = None):
+                 store: ConversationStore, prices: PriceTable, tier2: Tier2Pool | None = None,
+                 keys: KeyLookup | None = None):
         self.settings, self.router, self.tier1, self.tier3 = settings, router, tier1, tier3
+        self.keys = keys
         self.tier3_unconfigured, self.store, self.prices = tier3_unconfigured, store, prices
         self.tokenizer = load_tokenizer(settings.encoder.model_dir)
         self.tier1_model = settings.tier1.model_name
         self.tier3_models = [p.model for p in settings.tier3.providers]
         self.languages = frozenset(settings.tier1.languages)
         self.tier2_pool = tier2
-        self.tier2 = Tier2Service(settings.tier2, tier2, store, settings.http.tenant) if tier2 else None
+        self.tier2 = Tier2Service(settings.tier2, tier2, store) if tier2 else None
         self.tier2_models = [t.served_id for t in tier2.targets] if tier2 else []
         self.available = {1, 3} | ({2} if self.tier2_models else set())
         unplaced = tier2.unplaced if tier2 else {}
@@ -204,8 +214,35 @@ class ChatService:
 
     # -- validation and state ----------------------------------------------------------------------
 
-    async def prepare(self, request: ChatCompletionRequest, conversation_id: str | None) -> Turn:
-        """Check limits, load the conversation and split off the new messages."""
+    async def tenant(self, authorization: str | None) -> str:
+        """The caller's tenant, from ``Authorization: Bearer <key>``.
+
+        A Tierwise key (``tw-...``) must be known; without one the caller is ``http.tenant``, unless
+        ``http.require_api_key`` is set. A bearer token that is not a Tierwise key is ignored when keys are
+        optional: OpenAI clients always send one, often a placeholder."""
+        scheme, _, key = (authorization or "").partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else ""
+        required = self.settings.http.require_api_key
+        if not key.startswith(KEY_PREFIX):
+            if required:
+                raise ApiError(401, "an API key is required: send Authorization: Bearer <key> (create one with "
+                                    "`tierwise keys create --tenant NAME`)", "invalid_request_error",
+                               code="missing_api_key")
+            return self.settings.http.tenant
+        if self.keys is None:
+            raise ApiError(401, "API keys are checked in Redis, which this gateway does not use (store.backend)",
+                           "invalid_request_error", code="invalid_api_key")
+        try:
+            tenant = await self.keys.tenant_of(key)
+        except StoreUnavailable as exc:
+            raise ApiError(503, "the key store is unavailable; retry later", "service_unavailable",
+                           headers={"Retry-After": RETRY_AFTER_S}) from exc
+        if tenant is None:
+            raise ApiError(401, "invalid or revoked API key", "invalid_request_error", code="invalid_api_key")
+        return tenant
+
+    async def prepare(self, request: ChatCompletionRequest, conversation_id: str | None, tenant: str) -> Turn:
+        """Check limits, load ``tenant``'s conversation and split off the new messages."""
         limits = self.settings.http
         if len(request.messages) > limits.max_messages:
             raise ApiError(400, f"messages: {len(request.messages)} messages exceed the limit of "
@@ -217,17 +254,17 @@ class ChatService:
                                     f"{limits.max_message_chars}", param=f"messages.{i}.content",
                                code="message_too_large")
         forced = self.forced_tier(request.model)
-        history = await self._load(conversation_id) if conversation_id is not None else []
+        history = await self._load(tenant, conversation_id) if conversation_id is not None else []
         # A client that resent the whole conversation gets only what is new kept.
         new = new_records(request, history)
         if not any(m["role"] == "user" for m in new):
             raise ApiError(400, "messages: no new user message after the stored conversation",
                            param="messages", code="invalid_value")
-        return Turn(request, conversation_id, history, new, forced, request_view(request, history))
+        return Turn(request, conversation_id, history, new, forced, request_view(request, history), tenant)
 
-    async def _load(self, conversation_id: str) -> list[dict]:
+    async def _load(self, tenant: str, conversation_id: str) -> list[dict]:
         try:
-            return await self.store.load(self.settings.http.tenant, conversation_id)
+            return await self.store.load(tenant, conversation_id)
         except ValueError as exc:
             raise ApiError(400, f"X-Conversation-Id: {exc}", param="X-Conversation-Id") from exc
         except StoreUnavailable as exc:
@@ -240,7 +277,7 @@ class ChatService:
             return
         record = answer.message() | {"tierwise": {"tier": info.tier, "model": info.model, "task": info.task}}
         try:
-            await self.store.append(self.settings.http.tenant, turn.conversation_id, turn.new_messages + [record],
+            await self.store.append(turn.tenant, turn.conversation_id, turn.new_messages + [record],
                                     turn.turn_id)
         except StoreUnavailable as exc:
             raise ApiError(503, "the answer was generated but the conversation store is unavailable, so the "
@@ -299,10 +336,11 @@ class ChatService:
                            "service_unavailable")
         return up
 
-    async def route(self, request: ChatCompletionRequest, conversation_id: str | None) -> TierwiseInfo:
+    async def route(self, request: ChatCompletionRequest, conversation_id: str | None,
+                    tenant: str) -> TierwiseInfo:
         """``POST /v1/route``: the decision and the scores behind it, nothing generated."""
         started = time.perf_counter()
-        turn = await self.prepare(request, conversation_id)
+        turn = await self.prepare(request, conversation_id, tenant)
         decision, choice = await self.decide(turn)
         model = self.model_of(choice.tier)
         if choice.tier == 2:
@@ -323,10 +361,10 @@ class ChatService:
 
     # -- chat ---------------------------------------------------------------------------------------
 
-    async def chat(self, request: ChatCompletionRequest, conversation_id: str | None):
+    async def chat(self, request: ChatCompletionRequest, conversation_id: str | None, tenant: str):
         """``POST /v1/chat/completions``: a JSON response or an SSE stream."""
         started = time.perf_counter()
-        turn = await self.prepare(request, conversation_id)
+        turn = await self.prepare(request, conversation_id, tenant)
         decision, choice = await self.decide(turn)
         if choice.tier == 1:
             tier1_answer = await self.tier1.answer(decision.tier1_request(turn.view.user))
@@ -395,7 +433,7 @@ class ChatService:
         try:
             targets, choice = self._tier2_plan(turn, decision, choice)
             target, fitted, note = await self.tier2.fit(targets, turn.text_messages, request.requested_output_tokens(),
-                                                        turn.conversation_id)
+                                                        turn.conversation)
             params = request.generation_params()
             if request.stream:
                 outcome = await self.tier2.stream(target, fitted, params, may_escalate)

@@ -351,7 +351,9 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_message_chars: int = Field(100_000, ge=1)
     max_messages: int = Field(256, ge=1)
+    # The tenant of requests without a Tierwise API key; with require_api_key, there are none.
     tenant: str = "default"
+    require_api_key: bool = False
     num_cpus: float = Field(0.5, ge=0)
     # The gateway deployment's requests in flight per replica and its replicas.
     capacity: CapacitySettings = CapacitySettings()

@@ -52,8 +52,8 @@ class Tier2Outcome:
 class Tier2Service:
     """Tier 2 for one gateway replica, over the pool of deployment handles."""
 
-    def __init__(self, settings: Tier2Settings, pool: Tier2Pool, store: ConversationStore, tenant: str):
-        self.settings, self.pool, self.store, self.tenant = settings, pool, store, tenant
+    def __init__(self, settings: Tier2Settings, pool: Tier2Pool, store: ConversationStore):
+        self.settings, self.pool, self.store = settings, pool, store
 
     def targets(self, task: str, requested_tokens: int | None, pinned: str | None, previous: str | None,
                 quality: Callable[[Tier2Target], float | None] = lambda target: None,
@@ -80,14 +80,15 @@ class Tier2Service:
         return able, reason
 
     async def fit(self, targets: list[Tier2Target], messages: list[dict], requested_tokens: int | None,
-                  conversation_id: str | None) -> tuple[Tier2Target, Fitted, str]:
-        """The first target whose window takes the conversation (fitted with a summary where needed)."""
+                  conversation: tuple[str, str] | None) -> tuple[Tier2Target, Fitted, str]:
+        """The first target whose window takes the conversation (fitted with a summary where needed);
+        ``conversation`` is its (tenant, id) when it is stored, where summaries are kept."""
         misses = []
         for target in targets:
             window = target.model.context_window
             reserve = requested_tokens or min(self.settings.default_output_reserve, window // 2)
             fitted = await fit_to_window(messages, window - reserve, lambda m, t=target: self.pool.count_tokens(t, m),
-                                         lambda older, t=target: self._summary(t, older, conversation_id),
+                                         lambda older, t=target: self._summary(t, older, conversation),
                                          self.settings.summary_max_tokens)
             if fitted is not None:
                 note = f"; {fitted.summarised} older messages summarised to fit its {window}-token window" \
@@ -97,29 +98,29 @@ class Tier2Service:
             misses.append(f"{target.served_id} (window {window} tokens with {reserve} for the answer)")
         raise Tier2Failure("too_long", f"the conversation does not fit any tier-2 window: {', '.join(misses)}")
 
-    async def _summary(self, target: Tier2Target, older: list[dict], conversation_id: str | None) -> str:
+    async def _summary(self, target: Tier2Target, older: list[dict], conversation: tuple[str, str] | None) -> str:
         """The summary of ``older`` (the conversation's first messages after the system prompt): the stored
         one when there is one for exactly these, else made on tier 2 from the longest stored one before it."""
-        stored = await self._stored_summaries(conversation_id)
+        stored = await self._stored_summaries(conversation)
         n = len(older)
         if n in stored:
             return stored[n]
         start = max((k for k in stored if k < n), default=0)
         text = await self._summarise(target, stored.get(start), older[start:])
-        if conversation_id is not None:
+        if conversation is not None:
             try:
-                await self.store.save_summary(self.tenant, conversation_id, n, text)
+                await self.store.save_summary(*conversation, n, text)
             except StoreUnavailable as exc:
-                log.warning("summary of conversation %s not kept: %s", conversation_id, exc)
+                log.warning("summary of conversation %s not kept: %s", conversation[1], exc)
         return text
 
-    async def _stored_summaries(self, conversation_id: str | None) -> dict[int, str]:
-        if conversation_id is None:
+    async def _stored_summaries(self, conversation: tuple[str, str] | None) -> dict[int, str]:
+        if conversation is None:
             return {}
         try:
-            return await self.store.load_summaries(self.tenant, conversation_id)
+            return await self.store.load_summaries(*conversation)
         except StoreUnavailable as exc:
-            log.warning("stored summaries of conversation %s unreadable: %s", conversation_id, exc)
+            log.warning("stored summaries of conversation %s unreadable: %s", conversation[1], exc)
             return {}
 
     async def _summarise(self, target: Tier2Target, previous: str | None, messages: list[dict]) -> str:

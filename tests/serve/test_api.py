@@ -14,6 +14,9 @@ class _Service:
     def __init__(self, settings):
         self.settings = settings
 
+    async def tenant(self, authorization):
+        return "default"
+
     async def chat(self, body, conversation_id):
         raise RuntimeError("secret connection string postgres://admin:hunter2@db")
 

@@ -28,3 +28,23 @@ def test_bad_config_exits_with_the_field(tmp_path):
     result = CliRunner().invoke(cli, ["route", "hi", "--config", str(bad)])
     assert result.exit_code == 2
     assert "router.context_weight" in result.output
+
+
+def test_keys_are_created_listed_and_revoked(tmp_path):
+    import uuid
+
+    import redis
+
+    prefix = f"test-cli-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "keys.yaml"
+    config.write_text(f"store:\n  url: redis://127.0.0.1:6379/15\n  prefix: {prefix}\n")
+    try:
+        created = CliRunner().invoke(cli, ["keys", "create", "--tenant", "acme", "--config", str(config)])
+        assert created.exit_code == 0 and created.stdout.strip().startswith("tw-")
+        listed = CliRunner().invoke(cli, ["keys", "list", "--config", str(config)])
+        key_id = created.stdout.strip().split("-")[1]
+        assert key_id in listed.stdout and "acme" in listed.stdout and created.stdout.strip() not in listed.stdout
+        assert CliRunner().invoke(cli, ["keys", "revoke", key_id, "--config", str(config)]).exit_code == 0
+        assert CliRunner().invoke(cli, ["keys", "revoke", key_id, "--config", str(config)]).exit_code == 1
+    finally:
+        redis.Redis.from_url("redis://127.0.0.1:6379/15").delete(f"{prefix}:apikeys")

@@ -94,7 +94,7 @@ def request(content="Product is great!", **kw) -> ChatCompletionRequest:
 
 
 async def chat(svc: ChatService, req: ChatCompletionRequest, conversation_id=None) -> tuple[dict, dict]:
-    response = await svc.chat(req, conversation_id)
+    response = await svc.chat(req, conversation_id, "default")
     return json.loads(response.body), dict(response.headers)
 
 
@@ -226,7 +226,7 @@ async def test_pinned_tier1_with_a_schema_it_cannot_fill_is_a_400(make):
 
 
 async def test_streamed_tier1_answer(make):
-    response = await make().chat(request(stream=True, response_format={"type": "json_object"}), None)
+    response = await make().chat(request(stream=True, response_format={"type": "json_object"}), None, "default")
     events = [e async for e in response.body_iterator]
     chunks = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
@@ -238,7 +238,7 @@ async def test_streamed_tier1_answer(make):
 
 
 async def test_streamed_usage_comes_in_its_own_last_chunk_when_asked_for(make):
-    response = await make().chat(request(stream=True, stream_options={"include_usage": True}), None)
+    response = await make().chat(request(stream=True, stream_options={"include_usage": True}), None, "default")
     chunks = [json.loads(e[6:]) for e in [e async for e in response.body_iterator] if e.startswith("data: {")]
     *choice_chunks, usage_chunk = chunks
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["total_tokens"] > 0
@@ -248,7 +248,7 @@ async def test_streamed_usage_comes_in_its_own_last_chunk_when_asked_for(make):
 
 
 async def test_route_endpoint_shows_the_blocker(make):
-    info = await make().route(request("¿Dónde está mi paquete? Quiero cancelar mi pedido."), None)
+    info = await make().route(request("¿Dónde está mi paquete? Quiero cancelar mi pedido."), None, "default")
     assert info.tier == 3 and "looks es" in info.reason
 
 
@@ -259,7 +259,7 @@ async def test_route_input_is_the_newest_user_text_the_system_prompt_and_the_con
         {"role": "user", "content": [{"type": "text", "text": "What is this?"}, IMAGE]},
         {"role": "assistant", "content": "A cat."},
         {"role": "user", "content": "Cute?"}]})
-    turn = await svc.prepare(req, None)
+    turn = await svc.prepare(req, None, "default")
     # The system prompt is read with the message (it may hold the instruction), not as earlier context.
     assert svc.route_input(turn) == RouteInput("Cute?", "What is this?\nA cat.", "Be brief.")
     assert turn.view.context == "What is this?\nA cat." and turn.view.system == "Be brief."
@@ -313,7 +313,7 @@ async def test_a_prompt_no_tier2_window_takes_goes_to_tier3_or_is_a_400(make):
     too_long = Tier2Failure("too_long", "the conversation does not fit any tier-2 window: tiny (1024 tokens)")
     svc = make()
     svc.available = {1, 2, 3}
-    turn = await svc.prepare(request("Summarise this: " + "word " * 500), None)
+    turn = await svc.prepare(request("Summarise this: " + "word " * 500), None, "default")
     up = svc._after_tier2_failure(turn, TierChoice(2, "classifier: generation"), too_long)
     assert (up.tier, up.escalated_from, up.cause) == (3, 2, "tier2_too_long") and "1024 tokens" in up.reason
     alone = make(tier3=False)
@@ -331,7 +331,7 @@ async def test_tier2_failures_without_a_tier_above_are_errors_that_say_so(make, 
 
     svc = make(tier3=False)
     svc.available = {1, 2, 3}
-    turn = await svc.prepare(request("Write a poem"), None)
+    turn = await svc.prepare(request("Write a poem"), None, "default")
     with pytest.raises(ApiError) as err:
         svc._after_tier2_failure(turn, TierChoice(2, "x"), Tier2Failure(cause, "replica gone"))
     assert err.value.status == status and "replica gone" in err.value.message
@@ -357,19 +357,19 @@ async def test_route_names_the_tier2_model_chat_would_try_first(make, settings):
     stand_in = make(route=decision("sentiment", tier=2))
     svc = ChatService(s, stand_in.router, stand_in.tier1, stand_in.tier3, None, stand_in.store, stand_in.prices,
                       Tier2Pool(s.tier2, {"tiny": Handle()}, {}))
-    info = await svc.route(request("What is the sentiment, and why? I loved it."), None)
+    info = await svc.route(request("What is the sentiment, and why? I loved it."), None, "default")
     assert (info.tier, info.model) == (2, "tiny:extract") and "lists task 'sentiment'" in info.reason
     svc.router.decision = decision("reasoning", tier=2)
-    info = await svc.route(request("Prove it."), None)
+    info = await svc.route(request("Prove it."), None, "default")
     assert info.tier == 3 and info.escalation_cause == "tier2_no_fit"
     # The router's predicted quality for the benchmark model tier 2 stands in for decides whether it may.
     s.router.quality.threshold = 0.5
     svc.router.decision = decision("generation", tier=2)
     svc.router.decision.quality = {s.router.quality.tier2_as: 0.2}
-    info = await svc.route(request("Write a sonnet about entropy."), None)
+    info = await svc.route(request("Write a sonnet about entropy."), None, "default")
     assert info.tier == 3 and "no tier-2 model is predicted to answer well enough" in info.reason
     svc.router.decision.quality = {s.router.quality.tier2_as: 0.7}
-    info = await svc.route(request("Write a sonnet about entropy."), None)
+    info = await svc.route(request("Write a sonnet about entropy."), None, "default")
     assert (info.tier, info.model) == (2, "tiny") and "predicted quality 0.70" in info.reason
 
 

@@ -38,7 +38,7 @@ def service(settings, router):
 async def ask(svc: ChatService, content: str, **body) -> tuple[dict, dict]:
     request = parse_body(ChatCompletionRequest,
                          {"model": "auto", "messages": [{"role": "user", "content": content}]} | body)
-    response = await svc.chat(request, None)
+    response = await svc.chat(request, None, "default")
     return json.loads(response.body), dict(response.headers)
 
 
