@@ -401,3 +401,27 @@ def test_non_english_goes_to_tier3(client, provider):
     tw = completion.model_extra["tierwise"]
     assert tw["tier"] == 3 and "looks de" in tw["reason"]
     assert provider.requests[-1]["messages"] == user("Das Produkt ist großartig!")
+
+
+def test_two_tenants_sending_one_conversation_id_over_http_stay_apart(cluster, base_url, provider, redis_db):
+    from serve.auth import KeyAdmin
+    from tests.integration.conftest import REDIS_DB_URL
+
+    admin = KeyAdmin(REDIS_DB_URL, cluster["prefix"])
+    (_, acme), (_, globex) = admin.create("acme"), admin.create("globex")
+    cid = f"shared-{uuid.uuid4().hex[:8]}"
+
+    def ask(key: str, text: str) -> None:
+        c = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=30)
+        c.chat.completions.create(model="fake-frontier", messages=user(text), extra_headers={"X-Conversation-Id": cid})
+
+    ask(acme, "Write a professional follow-up about the Henderson contract.")
+    ask(globex, "Write a professional follow-up.")
+    # Globex's request reached the provider with its own turn only, not acme's history.
+    assert provider.requests[-1]["messages"] == user("Write a professional follow-up.")
+    r, prefix = redis_db
+    keys = sorted(r.scan_iter(match=f"{prefix}:*:conv:{cid}"))
+    assert len(keys) == 2 and any("t:acme" in k for k in keys) and any("t:globex" in k for k in keys)
+    with pytest.raises(openai.AuthenticationError) as err:
+        ask("tw-00000000-forged", "Hello?")
+    assert err.value.status_code == 401
