@@ -197,7 +197,8 @@ class Tier3Client:
         raise self._exhausted(errors, last)
 
     async def stream(self, messages: list[dict], params: dict, prefer: str | None = None) -> AsyncIterator[dict]:
-        """Stream the answer as `{"delta": str}` dicts, then one `{"done": True, ...}` summary.
+        """Stream the answer as `{"delta": str}` and `{"tool_calls": [deltas]}` dicts (the first also names
+        the answering model), then one `{"done": True, ...}` summary.
 
         Fails over like `complete`, but only until the first delta is out: after that the client has part of
         an answer, and splicing another provider's answer onto it would be wrong, so a later failure raises
@@ -230,6 +231,10 @@ class Tier3Client:
                             # The first delta names the model answering: after a failover, not the first
                             # provider's.
                             yield {"delta": choice.delta.content} | ({} if started else {"model": model})
+                            started = True
+                        if choice.delta and choice.delta.tool_calls:
+                            yield ({"tool_calls": [c.model_dump(exclude_none=True) for c in choice.delta.tool_calls]}
+                                   | ({} if started else {"model": model}))
                             started = True
             except openai.APIError as exc:
                 if started:

@@ -481,6 +481,8 @@ class DeltaMessage(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # Pieces of tool calls, as the provider streams them (by index: id and name first, then arguments).
+    tool_calls: list[dict] | None = None
 
 
 class ChunkChoice(BaseModel):

@@ -115,6 +115,19 @@ class Turn:
         return self._last_routing.get("tier")
 
 
+def merge_tool_call_deltas(calls: dict[int, dict], deltas: list[dict]) -> None:
+    """Fold streamed tool-call pieces into whole calls, by index: the first piece of a call brings its id,
+    type and function name; the arguments arrive in pieces that join in order."""
+    for delta in deltas:
+        call = calls.setdefault(delta.get("index", 0), {"id": None, "type": "function",
+                                                       "function": {"name": "", "arguments": ""}})
+        call["id"] = delta.get("id") or call["id"]
+        call["type"] = delta.get("type") or call["type"]
+        function = delta.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
+
+
 @dataclass
 class Answer:
     """A finished answer of any tier, with what the response and the ledger need."""
@@ -387,7 +400,7 @@ class ChatService:
         return await self._tier3_answer(turn, self._info(decision, choice, self.model_of(3), turn), started)
 
     async def _respond(self, turn: Turn, info: TierwiseInfo, started: float, answer: Answer | None,
-                       pieces: AsyncIterator[str | Answer] | None = None):
+                       pieces: AsyncIterator[str | list | Answer] | None = None):
         headers = {"X-Tierwise-Tier": str(info.tier), "X-Tierwise-Model": info.model}
         if info.low_confidence:
             headers["X-Tierwise-Low-Confidence"] = "true"
@@ -575,8 +588,10 @@ class ChatService:
             raise ApiError(502, "the tier-3 provider closed the stream without an answer", "upstream_error",
                            tierwise=info) from exc
 
-    async def _tier3_pieces(self, first: dict, stream, turn: Turn) -> AsyncIterator[str | Answer]:
+    async def _tier3_pieces(self, first: dict, stream, turn: Turn) -> AsyncIterator[str | list | Answer]:
+        """Text deltas (str), tool-call deltas (list) and, last, the whole answer."""
         parts: list[str] = []
+        calls: dict[int, dict] = {}
         event = first
         while True:
             if event.get("done"):
@@ -584,17 +599,22 @@ class ChatService:
                 yield Answer(content, event.get("model") or self.model_of(3),
                              event.get("prompt_tokens") or self.count_prompt(turn.messages),
                              event.get("completion_tokens") or self.count(content),
-                             finish_reason=event.get("finish_reason") or "stop")
+                             finish_reason=event.get("finish_reason") or "stop",
+                             tool_calls=[calls[i] for i in sorted(calls)] or None)
                 return
-            parts.append(event["delta"])
-            yield event["delta"]
+            if "tool_calls" in event:
+                merge_tool_call_deltas(calls, event["tool_calls"])
+                yield event["tool_calls"]
+            else:
+                parts.append(event["delta"])
+                yield event["delta"]
             try:
                 event = await stream.__anext__()
             except StopAsyncIteration:
                 event = {"done": True}
 
     def _stream_response(self, turn: Turn, info: TierwiseInfo, headers: dict, started: float,
-                         pieces: AsyncIterator[str | Answer]) -> StreamingResponse:
+                         pieces: AsyncIterator[str | list | Answer]) -> StreamingResponse:
         chunk_id, created = completion_id(), int(time.time())
         include_usage = bool(turn.request.stream_options and turn.request.stream_options.include_usage)
 
@@ -628,6 +648,9 @@ class ChatService:
                         # Tierwise's routing record rides on the stream's last chunk, whichever that is.
                         last.tierwise = info
                         yield sse(last)
+                    elif isinstance(piece, list):
+                        yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=info.model,
+                                                      choices=[ChunkChoice(delta=DeltaMessage(tool_calls=piece))]))
                     elif piece:
                         yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=info.model,
                                                       choices=[ChunkChoice(delta=DeltaMessage(content=piece))]))

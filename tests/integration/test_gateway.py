@@ -348,6 +348,22 @@ def test_a_tool_call_round_trip_through_tier3(client, provider):
     assert sent[1]["tool_calls"][0]["id"] == call.id and sent[2] == result
 
 
+def test_a_streamed_tool_call_arrives_in_pieces_that_join(client, base_url, redis_db):
+    cid = f"tools-{uuid.uuid4().hex[:8]}"
+    chunks = list(client.chat.completions.create(model="auto", stream=True, tools=[WEATHER_TOOL],
+                                                 messages=user("What is the weather in Porto?"),
+                                                 extra_headers={"X-Conversation-Id": cid}))
+    pieces = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert pieces[0][0].id and pieces[0][0].function.name == "get_weather"
+    arguments = "".join(p[0].function.arguments or "" for p in pieces)
+    assert json.loads(arguments) == {"query": "What is the weather in Porto?"}
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    r, prefix = redis_db
+    (key,) = r.scan_iter(match=f"{prefix}:*:conv:{cid}")
+    stored = json.loads(r.lrange(key, -1, -1)[0])
+    assert stored["tool_calls"][0]["id"] == pieces[0][0].id and stored["tool_calls"][0]["function"]["arguments"] == arguments
+
+
 def test_image_parts_go_to_tier3_intact(client, provider):
     content = [{"type": "text", "text": "Product is great!"}, IMAGE_PART]
     completion = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": content}])

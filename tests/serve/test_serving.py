@@ -381,3 +381,17 @@ def test_a_provider_refusing_tierwise_is_the_gateways_upstream_error_not_the_cli
     info = TierwiseInfo(tier=3, model="m", task="reasoning", reason="r", confidence=0.9)
     err = make()._upstream_error(Tier3Unavailable("nope", status=status, provider="a"), info)
     assert err.status == expected and err.type == ("invalid_request_error" if expected < 500 else "upstream_error")
+
+
+def test_streamed_tool_call_pieces_fold_into_whole_calls():
+    from serve.serving import merge_tool_call_deltas
+
+    calls: dict = {}
+    merge_tool_call_deltas(calls, [{"index": 0, "id": "call_1", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": ""}}])
+    merge_tool_call_deltas(calls, [{"index": 0, "function": {"arguments": '{"city": '}},
+                                   {"index": 1, "id": "call_2", "function": {"name": "get_time", "arguments": "{}"}}])
+    merge_tool_call_deltas(calls, [{"index": 0, "function": {"arguments": '"Porto"}'}}])
+    assert calls[0] == {"id": "call_1", "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Porto"}'}}
+    assert calls[1]["id"] == "call_2" and calls[1]["function"] == {"name": "get_time", "arguments": "{}"}

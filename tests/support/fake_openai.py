@@ -160,10 +160,12 @@ class FakeOpenAIServer:
             base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "created": int(time.time()), "model": body.get("model", "")}
 
             tools = body.get("tools") or []
-            if tools and not body.get("stream") and messages and messages[-1].get("role") != "tool":
+            call = None
+            if tools and messages and messages[-1].get("role") != "tool":
                 # An agent's first step: call the first tool offered, with the user's words as its argument.
                 call = {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function",
                         "function": {"name": tools[0]["function"]["name"], "arguments": json.dumps({"query": last_user})}}
+            if call and not body.get("stream"):
                 choice = {"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
                           "finish_reason": "tool_calls", "logprobs": None}
                 return {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
@@ -181,6 +183,17 @@ class FakeOpenAIServer:
 
             async def events():
                 yield chunk({"role": "assistant", "content": ""})
+                if call:
+                    # As OpenAI streams a call: id and name first, then the arguments in pieces.
+                    arguments = call["function"]["arguments"]
+                    head = {"index": 0, "id": call["id"], "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": ""}}
+                    yield chunk({"tool_calls": [head]})
+                    for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2:]):
+                        yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                    yield chunk({}, "tool_calls")
+                    yield "data: [DONE]\n\n"
+                    return
                 # Each word keeps its trailing whitespace so the deltas join back to the exact reply.
                 for piece in re.findall(r"\S+\s*", reply):
                     yield chunk({"content": piece})
