@@ -232,15 +232,32 @@ def answer_confidence(logprobs: list[float], calibration: "LogprobCalibration | 
     return 1.0 / (1.0 + math.exp(-(calibration.slope * mean + calibration.intercept)))
 
 
-def parse_stream_batch(batch) -> list[dict]:
-    """Events from one batch the engine streams (SSE strings, or an error): ``{"delta", "logprobs"}``
-    per chunk with content, ``{"finish_reason"}``, ``{"usage"}``; an error raises :class:`Tier2Failure`."""
-    events = []
-    for item in batch if isinstance(batch, list) else [batch]:
-        if not isinstance(item, str):
-            _raise_if_error(item)
-            continue
-        for line in item.splitlines():
+class StreamParser:
+    """Events from the batches the engine streams (SSE text, or an error): ``{"delta", "logprobs"}`` per
+    chunk with content, ``{"finish_reason"}``, ``{"usage"}``; an error raises :class:`Tier2Failure`.
+
+    A batch may end in the middle of an event (seen under load: a JSON string cut in two), so text is kept
+    until its event's blank line arrives."""
+
+    def __init__(self):
+        self._pending = ""
+
+    def feed(self, batch) -> list[dict]:
+        """The events completed by ``batch``."""
+        events = []
+        for item in batch if isinstance(batch, list) else [batch]:
+            if not isinstance(item, str):
+                _raise_if_error(item)
+                continue
+            *complete, self._pending = (self._pending + item).split("\n\n")
+            for event in complete:
+                events += self._parse(event)
+        return events
+
+    @staticmethod
+    def _parse(event: str) -> list[dict]:
+        events = []
+        for line in event.splitlines():
             data = line.removeprefix("data: ").strip() if line.startswith("data: ") else None
             if not data or data == "[DONE]":
                 continue
@@ -257,7 +274,7 @@ def parse_stream_batch(batch) -> list[dict]:
                     events.append({"delta": delta, "logprobs": logprobs})
                 if choice.get("finish_reason"):
                     events.append({"finish_reason": choice["finish_reason"]})
-    return events
+        return events
 
 
 # The parameters vLLM names when a prompt exceeds the model's context length.
@@ -382,12 +399,13 @@ class Tier2Pool:
         raise Tier2Failure("failure", "the engine closed the call without an answer")
 
     async def stream(self, target: Tier2Target, messages: list[dict], params: dict) -> AsyncIterator[dict]:
-        """The engine's stream as events (see :func:`parse_stream_batch`); the first must come within
+        """The engine's stream as events (see :class:`StreamParser`); the first must come within
         ``first_token_timeout_s``. Failures raise :class:`Tier2Failure`."""
         request = self._request(target, messages, params, stream=True)
         name = target.model.name
         self._in_flight[name] += 1
         generator = self._handle(target).chat.remote(request, None)
+        parser = StreamParser()
         try:
             first = True
             while True:
@@ -406,7 +424,7 @@ class Tier2Pool:
                 except Exception as exc:  # noqa: BLE001 - whatever broke, the caller decides what it costs
                     raise _call_failure(target, exc) from exc
                 first = False
-                for event in parse_stream_batch(batch):
+                for event in parser.feed(batch):
                     yield event
         finally:
             self._in_flight[name] -= 1

@@ -60,15 +60,16 @@ async def direct(handle, prompt: str, max_tokens: int) -> dict:
     """Stream from the deployment through a handle, as the gateway itself does."""
     from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-    from deployments.tier2 import parse_stream_batch
+    from deployments.tier2 import StreamParser
 
     request = ChatCompletionRequest(model="tiny-llama", messages=[{"role": "user", "content": prompt}],
                                     max_tokens=max_tokens, stream=True, ignore_eos=True,
                                     stream_options={"include_usage": True})
     started = time.perf_counter()
     first, tokens = None, 0
+    parser = StreamParser()
     async for batch in handle.options(stream=True).chat.remote(request, None):
-        for event in parse_stream_batch(batch):
+        for event in parser.feed(batch):
             if "delta" in event:
                 first = first or time.perf_counter()
                 tokens += 1

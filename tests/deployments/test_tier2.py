@@ -17,7 +17,7 @@ from deployments.tier2 import (
     Tier2Failure,
     answer_confidence,
     hold_back,
-    parse_stream_batch,
+    StreamParser,
     placement_problem,
     to_llm_config,
 )
@@ -117,13 +117,19 @@ def test_stream_batches_become_events():
              "usage": {"prompt_tokens": 5, "completion_tokens": 1}}),
         "data: [DONE]\n\n",
     ]
-    assert parse_stream_batch(batch) == [{"delta": "Hi", "logprobs": [-0.5]}, {"usage": {"prompt_tokens": 5,
-                                         "completion_tokens": 1}}, {"finish_reason": "length"}]
+    expected = [{"delta": "Hi", "logprobs": [-0.5]}, {"usage": {"prompt_tokens": 5, "completion_tokens": 1}},
+                {"finish_reason": "length"}]
+    assert StreamParser().feed(batch) == expected
+    # Under load a batch can end inside an event: cut the same text everywhere, the events are the same.
+    text = "".join(batch)
+    for cut in range(1, len(text), 7):
+        parser = StreamParser()
+        assert parser.feed([text[:cut]]) + parser.feed([text[cut:]]) == expected
 
 
 def test_an_engine_error_in_the_stream_raises():
     with pytest.raises(Tier2Failure) as err:
-        parse_stream_batch([sse({"error": {"message": "max_tokens too large", "code": 400}})])
+        StreamParser().feed([sse({"error": {"message": "max_tokens too large", "code": 400}})])
     assert err.value.cause == "rejected" and err.value.status == 400
 
     class ErrorResponse:
@@ -131,7 +137,7 @@ def test_an_engine_error_in_the_stream_raises():
             code, message = 500, "engine died"
 
     with pytest.raises(Tier2Failure) as err:
-        parse_stream_batch(ErrorResponse())
+        StreamParser().feed(ErrorResponse())
     assert err.value.cause == "failure"
 
 
