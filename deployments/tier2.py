@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -236,8 +237,7 @@ class StreamParser:
     """Events from the batches the engine streams (SSE text, or an error): ``{"delta", "logprobs"}`` per
     chunk with content, ``{"finish_reason"}``, ``{"usage"}``; an error raises :class:`Tier2Failure`.
 
-    A batch may end in the middle of an event (seen under load: a JSON string cut in two), so text is kept
-    until its event's blank line arrives."""
+    A batch may end in the middle of an event, so text is kept until its event's blank line arrives."""
 
     def __init__(self):
         self._pending = ""
@@ -257,7 +257,9 @@ class StreamParser:
     @staticmethod
     def _parse(event: str) -> list[dict]:
         events = []
-        for line in event.splitlines():
+        # SSE lines end at CR or LF only: str.splitlines would also cut at U+2028, U+0085 and the like, which
+        # JSON leaves raw inside strings (a model's output may hold them).
+        for line in re.split(r"\r\n|\r|\n", event):
             data = line.removeprefix("data: ").strip() if line.startswith("data: ") else None
             if not data or data == "[DONE]":
                 continue

@@ -127,6 +127,13 @@ def test_stream_batches_become_events():
         assert parser.feed([text[:cut]]) + parser.feed([text[cut:]]) == expected
 
 
+def test_line_separators_inside_the_text_do_not_cut_an_event():
+    # JSON leaves U+2028, U+0085 and U+001C raw in strings; a random model emits them (seen in CI).
+    text = "a\u2028b\x85c\x1cd"
+    batch = [f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': text}}]}, ensure_ascii=False)}\n\n"]
+    assert StreamParser().feed(batch) == [{"delta": text, "logprobs": []}]
+
+
 def test_an_engine_error_in_the_stream_raises():
     with pytest.raises(Tier2Failure) as err:
         StreamParser().feed([sse({"error": {"message": "max_tokens too large", "code": 400}})])
