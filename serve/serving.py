@@ -623,7 +623,9 @@ class ChatService:
             # OpenAI's chunks say finish_reason: null until the last one; clients test for the key.
             for choice in body["choices"]:
                 choice.setdefault("finish_reason", None)
-            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+            # ASCII-escaped: line-oriented SSE readers (httpx's and requests' iter_lines) also split at U+2028,
+            # U+0085 and the like, which a model's text may hold raw.
+            return f"data: {json.dumps(body)}\n\n"
 
         async def events() -> AsyncIterator[str]:
             yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=info.model,

@@ -395,3 +395,12 @@ def test_streamed_tool_call_pieces_fold_into_whole_calls():
     assert calls[0] == {"id": "call_1", "type": "function",
                         "function": {"name": "get_weather", "arguments": '{"city": "Porto"}'}}
     assert calls[1]["id"] == "call_2" and calls[1]["function"] == {"name": "get_time", "arguments": "{}"}
+
+
+async def test_a_stream_survives_line_separators_in_the_text(make):
+    svc = make(answer=Answer("sentiment", {"label": "pos\u2028itive\x85"}, 0.9))
+    response = await svc.chat(request(stream=True), None, "default")
+    body = "".join([e async for e in response.body_iterator])
+    assert "\u2028" not in body and "\x85" not in body
+    # A reader that splits lines the way str.splitlines does sees the same lines as one splitting at LF.
+    assert body.endswith("\n") and body.splitlines() == body.split("\n")[:-1]
