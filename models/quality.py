@@ -93,35 +93,26 @@ def _as_good(scores: dict[str, float]) -> dict[str, float]:
     return {canonical(m): float(s >= ref) for m, s in scores.items() if m != REFERENCE}
 
 
+def _pair_rows(name: str, source: str) -> list[QualityRow]:
+    """A RouteLLM benchmark (GPT-4-1106 against Mixtral-8x7B), every prompt kept."""
+    from models.router_eval import WEAK, routellm_benchmark
+
+    b = routellm_benchmark(name, drop_contaminated=False)
+    return [QualityRow(text, source, _as_good({REFERENCE: strong, WEAK: weak}))
+            for text, strong, weak in zip(b.prompts, b.strong, b.weak)]
+
+
 def _routellm_rows() -> list[QualityRow]:
-    root = ds.datasets_dir() / "routellm_gsm8k_mmlu"
-    rows = []
-    for source, file in (("routellm_mmlu", "mmlu_responses_all_subjects.csv"), ("routellm_gsm8k", "gsm8k_responses.csv")):
-        with open(root / file, newline="") as f:
-            for r in csv.DictReader(f):
-                scores = {m: float(r[m].strip().lower() == "true")
-                          for m in (REFERENCE, "mistralai/Mixtral-8x7B-Instruct-v0.1")}
-                rows.append(QualityRow(r["prompt"], source, _as_good(scores)))
-    return rows
+    return _pair_rows("mmlu", "routellm_mmlu") + _pair_rows("gsm8k", "routellm_gsm8k")
 
 
 def _mt_bench_rows() -> list[QualityRow]:
-    with open(ds.datasets_dir() / "mt_bench" / "mt_bench_scores_gpt4_vs_mixtral.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    by_question: dict[str, dict] = {}
-    for r in table:
-        q = by_question.setdefault(r["question_id"], {"text": "", "ref": [], "mixtral": []})
-        if r["turn"] == "1":
-            q["text"] = r["prompt"]
-        q["ref"].append(float(r[f"score_{REFERENCE}"]))
-        q["mixtral"].append(float(r["score_Mixtral-8x7B-Instruct-v0.1"]))
-    return [QualityRow(q["text"], "mt_bench", _as_good({REFERENCE: np.mean(q["ref"]),
-                                                       "mixtral-8x7b-instruct": np.mean(q["mixtral"])}))
-            for q in by_question.values() if q["text"]]
+    # First-turn prompt, both turns' mean judge score.
+    return _pair_rows("mt_bench", "mt_bench")
 
 
 def _routerbench_rows() -> list[QualityRow]:
-    from models.router_eval import ROUTERBENCH_SUBSETS, _prompt_text, strip_shared_preamble
+    from models.router_eval import ROUTERBENCH_SUBSETS, prompt_text, routerbench_models, strip_shared_preamble
 
     rows = []
     for subset, file_name in ROUTERBENCH_SUBSETS.items():
@@ -129,9 +120,8 @@ def _routerbench_rows() -> list[QualityRow]:
         for split in ("train", "test"):
             with open(ds.datasets_dir() / "routerdc" / f"routerbench_zs__{file_name}_{split}.csv", newline="") as f:
                 table += list(csv.DictReader(f))
-        models = [c for c in table[0] if c and "|" not in c and c not in ("sample_id", "prompt", "eval_name",
-                                                                          "oracle_model_to_route_to")]
-        texts = strip_shared_preamble([_prompt_text(r["prompt"]) for r in table])
+        models = routerbench_models(table[0])
+        texts = strip_shared_preamble([prompt_text(r["prompt"]) for r in table])
         for text, r in zip(texts, table):
             scores = {m: float(r[m]) for m in models if r[m] != ""}
             if REFERENCE in scores:
@@ -223,6 +213,12 @@ class QualityHeads:
         x = np.concatenate([np.asarray(pooled, np.float32), structural_features(texts)], axis=1)
         logit = x @ self.weight.T + self.bias
         return 1.0 / (1.0 + np.exp(-(self.slope * logit + self.intercept)))
+
+    def select(self, models: tuple[str, ...]) -> "QualityHeads":
+        """Only the heads of ``models`` (in that order): what a router predicts per request."""
+        rows = [self.index(m) for m in models]
+        return QualityHeads([self.models[i] for i in rows], self.weight[rows], self.bias[rows], self.slope[rows],
+                            self.intercept[rows], self.suffices)
 
     def index(self, model: str) -> int:
         """Column of ``model`` in :meth:`predict`; a clear error for a model without a head."""

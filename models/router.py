@@ -159,8 +159,8 @@ class Router:
         self.calibration, self.thresholds, self.intent_responses = calibration, thresholds, intent_responses
         self.overrides = dict(overrides or {})
         self.tagger = EntityTagger(heads["ner_conll"])
-        self.quality = quality
-        self._quality_columns = ([quality.index(m) for m in thresholds.tier2_quality_as] if quality else [])
+        # Only the tier-2 models' stand-ins are predicted, per request.
+        self.quality = quality.select(thresholds.tier2_quality_as) if quality else None
 
     @classmethod
     def from_settings(cls, settings, encoder: Encoder | None = None) -> "Router":
@@ -199,7 +199,7 @@ class Router:
         encoded = self.encoder.encode(texts)
         passes = [RequestPass.from_encoded(t, encoded, k) for k, t in enumerate(texts)]
         task_probs = self.calibration.probs("task", self.heads["task"].logits(encoded.cls))
-        quality = self._quality(texts, encoded.pooled)
+        quality = self._quality(texts, encoded.pooled, rows)
         w = self.thresholds.context_weight
         decisions = []
         for item, (main, user, context) in zip(inputs, rows):
@@ -233,11 +233,13 @@ class Router:
         share = reasoning / max(generation + reasoning, 1e-9)
         return self.quality.tier2_suffices(quality, np.full(len(quality), share))
 
-    def _quality(self, texts: list[str], pooled: np.ndarray) -> np.ndarray | None:
-        """Each text's predicted quality for the tier-2 models' benchmark stand-ins (None without heads)."""
+    def _quality(self, texts: list[str], pooled: np.ndarray, rows: list[tuple]) -> dict[int, np.ndarray] | None:
+        """Predicted quality for the tier-2 models' stand-ins, by pass, of the passes it is read from (the
+        message alone and the earlier turns); None without heads."""
         if self.quality is None:
             return None
-        return self.quality.predict(pooled, texts)[:, self._quality_columns]
+        read = sorted({k for _, user, context in rows for k in (user, context) if k is not None})
+        return dict(zip(read, self.quality.predict(pooled[read], [texts[k] for k in read])))
 
     def _tier_by_quality(self, decision: RouteDecision) -> None:
         """Tier 2 when some tier-2 model is predicted to answer well enough, else tier 3."""

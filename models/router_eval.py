@@ -72,10 +72,11 @@ def _truthy(value: str) -> float:
     return 1.0 if value.strip().lower() == "true" else 0.0
 
 
-def routellm_benchmark(name: str) -> Benchmark:
-    """``mmlu``, ``gsm8k`` or ``mt_bench`` with RouteLLM's contaminated prompts dropped."""
+def routellm_benchmark(name: str, drop_contaminated: bool = True) -> Benchmark:
+    """``mmlu``, ``gsm8k`` or ``mt_bench``, by default with RouteLLM's contaminated prompts dropped (they
+    overlap RouteLLM's own training data, which matters for its protocol and not for training ours)."""
     root = ds.datasets_dir()
-    dropped = _contaminated(name)
+    dropped = _contaminated(name) if drop_contaminated else set()
     if name in ("mmlu", "gsm8k"):
         file = "mmlu_responses_all_subjects.csv" if name == "mmlu" else "gsm8k_responses.csv"
         with open(root / "routellm_gsm8k_mmlu" / file, newline="") as f:
@@ -200,21 +201,26 @@ def _routerbench(split: str, subset: str, limit: int | None) -> tuple[list[str],
     path = ds.datasets_dir() / "routerdc" / f"routerbench_zs__{ROUTERBENCH_SUBSETS[subset]}_{split}.csv"
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    models = [c for c in rows[0] if c and "|" not in c and c not in ("sample_id", "prompt", "eval_name",
-                                                                     "oracle_model_to_route_to")]
+    models = routerbench_models(rows[0])
     # A few rows lack some model's score or cost (arc_challenge train): they cannot be scored, so they go.
     complete = [r for r in rows if all(r[m] != "" and r[f"{m}|total_cost"] != "" for m in models)]
     if len(complete) < len(rows):
         log.info("routerbench %s %s: %d of %d rows lack a score or cost and are left out", subset, split,
                  len(rows) - len(complete), len(rows))
     rows = ds.sample(complete, limit, SEED) if limit else complete
-    prompts = [_prompt_text(r["prompt"]) for r in rows]
+    prompts = [prompt_text(r["prompt"]) for r in rows]
     scores = np.array([[float(r[m]) for m in models] for r in rows])
     costs = np.array([[float(r[f"{m}|total_cost"]) for m in models] for r in rows])
     return prompts, models, scores, costs
 
 
-def _prompt_text(raw: str) -> str:
+def routerbench_models(row: dict) -> list[str]:
+    """The model columns of a RouterBench CSV row (the others are ids, the prompt, costs and responses)."""
+    return [c for c in row if c and "|" not in c and c not in ("sample_id", "prompt", "eval_name",
+                                                               "oracle_model_to_route_to")]
+
+
+def prompt_text(raw: str) -> str:
     """RouterBench stores each prompt as the repr of a list of strings; the text is their join."""
     try:
         parts = ast.literal_eval(raw)
