@@ -12,6 +12,7 @@ import asyncio
 
 from ray import serve
 
+from models.entities import Entity
 from models.router import RouteDecision, RouteInput, Router
 
 
@@ -30,6 +31,10 @@ class InProcessRouter:
         """Route one request."""
         (decision,) = await asyncio.to_thread(self.router.route_batch, [item])
         return decision
+
+    async def pii_entities(self, texts: list[str]) -> list[list[Entity]]:
+        """The person names in each of ``texts``, over the whole of each (:meth:`Router.pii_entities`)."""
+        return await asyncio.to_thread(self.router.pii_entities, texts)
 
     async def ready(self) -> list[str]:
         """The ONNX Runtime execution providers in use (readiness and diagnostics)."""
@@ -55,6 +60,11 @@ class RouterDeployment:
         # In a thread, so the replica keeps queueing the next batch while the encoder runs.
         return await asyncio.to_thread(self.router.route_batch, inputs)
 
+    async def pii_entities(self, texts: list[str]) -> list[list[Entity]]:
+        """The person names in each of ``texts`` (:meth:`Router.pii_entities`); the texts of one request
+        already share one encoder pass, so there is no batching queue."""
+        return await asyncio.to_thread(self.router.pii_entities, texts)
+
     async def ready(self) -> list[str]:
         """The ONNX Runtime execution providers in use."""
         return self.router.encoder.providers
@@ -69,6 +79,10 @@ class RouterHandle:
     async def route(self, item: RouteInput) -> RouteDecision:
         """Route one request on the Router deployment."""
         return await self.handle.route.remote(item)
+
+    async def pii_entities(self, texts: list[str]) -> list[list[Entity]]:
+        """The person names in each of ``texts``, tagged on the Router deployment."""
+        return await self.handle.pii_entities.remote(texts)
 
     async def ready(self) -> list[str]:
         """The deployment's execution providers."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from models.calibration import Calibration
 from models.encoder import Encoder
-from models.entities import PII_TYPES, Entity, EntityTagger, pattern_entities
+from models.entities import PII_TYPES, Entity, EntityTagger, pattern_entities, word_spans
 from models.faq import FaqIndex, FaqMatch
 from models.labels import TASKS, sentiment_label_map
 from models.quality import QUALITY_FILE, QualityHeads, canonical
@@ -57,6 +57,50 @@ def asked_task(scores: dict[str, float]) -> tuple[str, float]:
     if task in LABEL_TASKS:
         return task, sum(scores[t] for t in LABEL_TASKS)
     return task, scores[task]
+
+
+def text_windows(tokenizer, text: str, budget: int, overlap: int) -> list[tuple[int, int]]:
+    """Character spans of windows of at most ``budget`` word pieces (by ``tokenizer``, untruncated and
+    without special tokens) that together cover every word of ``text``.
+
+    A window ends where a word follows whitespace, so the pieces of a window read alone are the pieces it
+    had in the whole text (only a run of more than ``budget`` pieces without whitespace is cut between the
+    words the pre-tokenizer splits). Each window after the first starts up to ``overlap`` pieces before
+    the previous one ends: a name cut at one window's edge is read whole, with its context, in the next.
+    """
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    words = word_spans(encoding.offsets, [-1 if w is None else w for w in encoding.word_ids])
+    first_piece = [piece for piece, _, _ in words] + [len(encoding.ids)]
+    after_space = [i > 0 and text[words[i][1] - 1].isspace() for i in range(len(words))]
+    windows: list[tuple[int, int]] = []
+    first = 0
+    while first < len(words):
+        end = first + 1
+        while end < len(words) and first_piece[end + 1] - first_piece[first] <= budget:
+            end += 1
+        if end < len(words):
+            end = next((i for i in range(end, first, -1) if after_space[i]), end)
+        windows.append((words[first][1], words[end - 1][2]))
+        if end == len(words):
+            break
+        first = next((i for i in range(first + 1, end)
+                      if after_space[i] and first_piece[end] - first_piece[i] <= overlap), end)
+    return windows
+
+
+def merge_overlapping(text: str, entities: list[Entity]) -> list[Entity]:
+    """``entities`` sorted, each run of overlapping ones joined into one span of the first one's type with
+    the highest confidence among them (the same name tagged in two overlapping windows, or tagged whole in
+    one and in part in the other, is one name)."""
+    merged: list[Entity] = []
+    for e in sorted(entities, key=lambda e: (e.start, e.end)):
+        if merged and e.start < merged[-1].end:
+            last = merged[-1]
+            end = max(last.end, e.end)
+            merged[-1] = Entity(text[last.start:end], last.type, last.start, end, max(last.confidence, e.confidence))
+        else:
+            merged.append(e)
+    return merged
 
 
 @dataclass(frozen=True)
@@ -226,6 +270,26 @@ class Router:
             decision.embedding = passes[user].pooled
             decisions.append(decision)
         return decisions
+
+    def pii_entities(self, texts: list[str]) -> list[list[Entity]]:
+        """The person names (PER) the tagger finds in each text, over the whole of it however long, with
+        offsets into that text.
+
+        Routing reads only the first ``max_tokens`` pieces of a text; PII redaction has to read all of it,
+        so a longer text is tagged in overlapping windows that fit the encoder (:func:`text_windows`),
+        all windows of all texts in one encoder pass, and a name seen in two windows is kept once."""
+        budget = self.encoder.max_tokens - 2  # [CLS] and [SEP] take two of the encoder's pieces
+        windows = [(k, start, end) for k, text in enumerate(texts)
+                   for start, end in text_windows(self.encoder.counter, text, budget, budget // 8)]
+        names: list[list[Entity]] = [[] for _ in texts]
+        if not windows:
+            return names
+        encoded = self.encoder.encode([texts[k][start:end] for k, start, end in windows])
+        for row, (k, start, end) in enumerate(windows):
+            found, _ = self.tagger.tag(texts[k][start:end], encoded.tokens[row], encoded.offsets[row],
+                                       encoded.word_ids[row], types=["PER"])
+            names[k] += [Entity(e.text, e.type, start + e.start, start + e.end, e.confidence) for e in found]
+        return [merge_overlapping(text, found) for text, found in zip(texts, names)]
 
     def _suffices(self, quality: np.ndarray, task_probs: np.ndarray) -> np.ndarray:
         """P(tier 2 suffices) per tier-2 stand-in, from their predicted quality and the text's reasoning share."""

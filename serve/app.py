@@ -20,10 +20,12 @@ from serve.api import app as fastapi_app
 from models.encoder import cuda_available
 from models.router import Router
 from models.tier1 import Tier1Models
-from serve.api import bind_service
+from serve.api import bind_services
 from serve.auth import KeyLookup
+from serve.ledger import MemoryLedger, RedisLedger
+from serve.limits import MemoryLimiter, RedisLimiter
 from serve.pricing import PriceTable
-from serve.serving import ChatService
+from serve.services import build_services, tokenizers_for
 from serve.settings import Settings, load_settings
 from serve.store import open_store
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 @serve.deployment(name="Gateway")
 @serve.ingress(fastapi_app)
 class Gateway:
-    """OpenAI-compatible ingress; all logic lives in :class:`serve.serving.ChatService`.
+    """OpenAI-compatible ingress; all logic lives in the services of ``serve/services.py``.
 
     ``router`` and ``tier1`` are deployment handles, or None to run that part inside this replica.
     """
@@ -57,12 +59,21 @@ class Gateway:
         for model, why in (tier2_unplaced or {}).items():
             log.warning("tier-2 model %s cannot be placed: %s; its traffic goes to the next tier", model, why)
         pool = Tier2Pool(settings.tier2, tier2 or {}, tier2_unplaced or {}) if settings.tier2.models else None
-        # Keys live beside the conversations, in Redis; an in-process store has none to check.
-        keys = KeyLookup(settings.store.url, settings.store.prefix) if store.backend == "redis" else None
+        # Keys, limits and the ledger live beside the conversations, in Redis, shared by every replica; an
+        # in-process store has no keys to check and keeps limits and usage per replica.
+        if store.backend == "redis":
+            keys = KeyLookup(settings.store.url, settings.store.prefix)
+            limiter = RedisLimiter(settings.store.url, settings.store.prefix)
+            ledger = RedisLedger(settings.store.url, settings.store.prefix, settings.usage.retention_days)
+        else:
+            keys, limiter, ledger = None, MemoryLimiter(), MemoryLedger(settings.usage.retention_days)
+            log.warning("store is in-process: tenant limits and the usage ledger are this replica's alone")
         if settings.http.require_api_key and keys is None:
             log.warning("http.require_api_key is set but the store is not Redis: every request will be refused")
-        bind_service(ChatService(settings, router, tier1, tier3, unconfigured, store,
-                                 PriceTable.load(settings.pricing.path), pool, keys))
+        bind_services(build_services(settings, router=router, tier1=tier1, tier3=tier3, tier3_unconfigured=unconfigured,
+                                     store=store, prices=PriceTable.load(settings.pricing.path), limiter=limiter,
+                                     ledger=ledger, tokenizers=tokenizers_for(settings), tier2=pool,
+                                     keys=keys))
 
 
 def router_uses_gpu(settings: Settings) -> bool:

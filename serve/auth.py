@@ -34,11 +34,13 @@ def digest(key: str) -> str:
 
 @dataclass(frozen=True)
 class KeyRecord:
-    """A key's public part: its id (shown in listings and used to revoke it), tenant and creation time."""
+    """A key's public part: its id (shown in listings and used to revoke it), tenant, creation time, and
+    whether it is an admin key (one that may read every tenant's usage)."""
 
     id: str
     tenant: str
     created: int
+    admin: bool = False
 
 
 def _hash_name(prefix: str) -> str:
@@ -51,11 +53,11 @@ class KeyAdmin:
     def __init__(self, url: str, prefix: str):
         self._redis, self._hash = redis.Redis.from_url(url), _hash_name(prefix)
 
-    def create(self, tenant: str) -> tuple[KeyRecord, str]:
+    def create(self, tenant: str, admin: bool = False) -> tuple[KeyRecord, str]:
         """A new key for ``tenant``: its record and the key itself, which is not stored."""
         if not TENANT.match(tenant):
             raise ValueError(f"tenant {tenant!r}: use 1-128 letters, digits, '.', '_' or '-'")
-        record = KeyRecord(secrets.token_hex(4), tenant, int(time.time()))
+        record = KeyRecord(secrets.token_hex(4), tenant, int(time.time()), admin)
         key = f"{KEY_PREFIX}{record.id}-{secrets.token_urlsafe(32)}"
         self._redis.hset(self._hash, digest(key), json.dumps(record.__dict__))
         return record, key
@@ -74,16 +76,16 @@ class KeyAdmin:
 
 
 class KeyLookup:
-    """The gateway's side: the tenant of a presented key, or None for an unknown or revoked one."""
+    """The gateway's side: the record of a presented key, or None for an unknown or revoked one."""
 
     def __init__(self, url: str, prefix: str, socket_timeout_s: float = 0.5):
         self._redis = aioredis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                               socket_connect_timeout=socket_timeout_s)
         self._hash = _hash_name(prefix)
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
 
-    async def tenant_of(self, key: str) -> str | None:
-        """The key's tenant; raises :class:`StoreUnavailable` when Redis cannot say."""
+    async def record_of(self, key: str) -> KeyRecord | None:
+        """The key's record; raises :class:`StoreUnavailable` when Redis cannot say."""
         hashed, now = digest(key), time.monotonic()
         cached = self._cache.get(hashed)
         if cached and cached[0] > now:
@@ -92,11 +94,11 @@ class KeyLookup:
             raw = await self._redis.hget(self._hash, hashed)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise StoreUnavailable(f"the key store is unavailable: {exc}") from exc
-        tenant = json.loads(raw)["tenant"] if raw else None
+        record = KeyRecord(**json.loads(raw)) if raw else None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[hashed] = (now + CACHE_S, tenant)
-        return tenant
+        self._cache[hashed] = (now + CACHE_S, record)
+        return record
 
     async def close(self) -> None:
         """Close the connection pool."""

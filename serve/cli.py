@@ -228,23 +228,26 @@ def _key_admin(config: Optional[Path]):
 
 @keys_cli.command("create")
 def keys_create(tenant: str = typer.Option(..., help="The tenant the key acts for"),
+                admin: bool = typer.Option(False, "--admin", help="May read every tenant's usage"),
                 config: Optional[Path] = ConfigOption) -> None:
     """Create a key for TENANT and print it (only its hash is stored: it is shown this once)."""
     try:
-        record, key = _key_admin(config).create(tenant)
+        record, key = _key_admin(config).create(tenant, admin)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    console.print(f"key {record.id} for tenant {record.tenant}; store it now, it is not shown again:")
+    kind = "admin key" if record.admin else "key"
+    console.print(f"{kind} {record.id} for tenant {record.tenant}; store it now, it is not shown again:")
     print(key)
 
 
 @keys_cli.command("list")
 def keys_list(config: Optional[Path] = ConfigOption) -> None:
     """Every key's id, tenant and creation time (never the key)."""
-    table = Table("id", "tenant", "created")
+    table = Table("id", "tenant", "admin", "created")
     for record in _key_admin(config).list():
-        table.add_row(record.id, record.tenant, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.created)))
+        table.add_row(record.id, record.tenant, "yes" if record.admin else "",
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.created)))
     Console().print(table)
 
 

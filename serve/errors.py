@@ -9,6 +9,7 @@ import uuid
 from typing import TypeVar
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
@@ -72,6 +73,8 @@ class RequestIdMiddleware:
             return await self.app(scope, receive, send)
         sent = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _REQUEST_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex}"
+        # Routes read it as request.state.request_id (the usage ledger records each request id once).
+        scope.setdefault("state", {})["request_id"] = request_id
         started = False
 
         async def send_with_id(message):
@@ -91,8 +94,9 @@ class RequestIdMiddleware:
             await unexpected_error(exc, request_id)(scope, receive, send_with_id)
 
 
-async def read_json(request: Request, max_bytes: int) -> object:
-    """The request body as JSON, refusing oversized, non-UTF-8 and malformed bodies with a 4xx."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refusing an oversized one with a 413 as soon as it passes ``max_bytes`` (a client need not
+    send a Content-Length); kept on the request, where Starlette's ``body()`` finds it for FastAPI."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
         raise ApiError(413, f"request body of {length} bytes exceeds the limit of {max_bytes} bytes",
@@ -102,6 +106,13 @@ async def read_json(request: Request, max_bytes: int) -> object:
         raw += chunk
         if len(raw) > max_bytes:
             raise ApiError(413, f"request body exceeds the limit of {max_bytes} bytes", code="body_too_large")
+    # Starlette caches the body in this attribute; the stream is consumed, so FastAPI's own read finds it here.
+    request._body = bytes(raw)
+    return request._body
+
+
+def check_json(raw: bytes) -> object:
+    """``raw`` as JSON, refusing non-UTF-8, malformed, too deeply nested and unencodable bodies with a 400."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -152,14 +163,34 @@ def parse_body(model: type[M], data: object) -> M:
     except RecursionError as exc:
         raise ApiError(400, "request body is nested too deeply", code="invalid_value") from exc
     except ValidationError as exc:
-        problems = {}
-        for err in exc.errors():
-            path = _data_path(err["loc"], data, err["type"] == "missing")
-            problems.setdefault(path, err["msg"].removeprefix("Value error, "))
-        # A value that fits no member of a union fails every member; the member it got furthest into
-        # says best what is wrong (for content parts: the part, not "should be a valid string").
-        path = max(problems, key=len)
-        param = ".".join(str(p) for p in path) or None
-        others = [p for p in problems if p != path[: len(p)]]
-        more = f" (and {len(others)} more problems)" if others else ""
-        raise ApiError(400, f"{param or 'body'}: {problems[path]}{more}", param=param, code="invalid_value") from exc
+        raise invalid(exc.errors(), data) from exc
+
+
+def invalid(errors: list[dict], data: object) -> ApiError:
+    """The 400 for validation ``errors`` of ``data``: the most specific problem, naming its field."""
+    problems = {}
+    for err in errors:
+        path = _data_path(tuple(err["loc"]), data, err["type"] == "missing")
+        problems.setdefault(path, err["msg"].removeprefix("Value error, "))
+    # A value that fits no member of a union fails every member; the member it got furthest into
+    # says best what is wrong (for content parts: the part, not "should be a valid string").
+    path = max(problems, key=len)
+    param = ".".join(str(p) for p in path) or None
+    others = [p for p in problems if p != path[: len(p)]]
+    more = f" (and {len(others)} more problems)" if others else ""
+    return ApiError(400, f"{param or 'body'}: {problems[path]}{more}", param=param, code="invalid_value")
+
+
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's validation of a typed body, query or header, answered as :func:`parse_body` answers: a 400 in
+    the OpenAI shape naming the field (never FastAPI's 422)."""
+    body_errors = [{**e, "loc": tuple(e["loc"][1:])} for e in exc.errors() if e["loc"][:1] == ("body",)]
+    if body_errors:
+        data = exc.body
+        err = (ApiError(400, "request body must be a JSON object", code="invalid_type")
+               if not isinstance(data, dict) else invalid(body_errors, data))
+    else:
+        first = exc.errors()[0]
+        where, name = first["loc"][0], first["loc"][-1]
+        err = ApiError(400, f"{where} parameter {name}: {first['msg']}", param=str(name), code="invalid_value")
+    return await api_error_handler(request, err)

@@ -432,6 +432,8 @@ class TierwiseInfo(BaseModel):
     answer_confidence: float | None = None
     # Tier 2: older messages replaced by a summary to fit the model's window (absent: none).
     summarised_messages: int | None = None
+    # Tier 3 read the conversation with its PII replaced by placeholders (the tenant's policy), restored here.
+    pii_redacted: bool | None = None
 
 
 class Usage(BaseModel):

@@ -19,11 +19,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from models.calibration import CALIBRATED_HEADS
+from serve.auth import TENANT
+from serve.limits import TenantLimits
+from serve.tokens import TokenSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "tierwise.yaml"
 # The intent head whose labels ``tier1.intent_responses`` names: the multi-task model's CLINC150 head.
 INTENT_HEAD_FILE = "clinc150.npz"
+# What a tenant may be called (it is part of Redis keys).
+_TENANT_NAME = TENANT.pattern
 
 
 class ConfigError(Exception):
@@ -352,11 +357,71 @@ class HttpSettings(_Section):
     max_message_chars: int = Field(100_000, ge=1)
     max_messages: int = Field(256, ge=1)
     # The tenant of requests without a Tierwise API key; with require_api_key, there are none.
-    tenant: str = "default"
+    tenant: str = Field("default", pattern=_TENANT_NAME)
     require_api_key: bool = False
     num_cpus: float = Field(0.5, ge=0)
     # The gateway deployment's requests in flight per replica and its replicas.
     capacity: CapacitySettings = CapacitySettings()
+
+
+PiiPolicy = Literal["allow", "keep_in_cluster", "redact"]
+
+
+class TenantPolicy(TenantLimits):
+    """What one tenant may spend (the limits of :class:`serve.limits.TenantLimits`; unset is unlimited) and
+    where its personal data may go."""
+
+    # Requests whose messages carry PII (e-mails, phone, card and account numbers, names, street addresses):
+    # `allow` sends them wherever the router says; `keep_in_cluster` answers them on tiers 1-2 only;
+    # `redact` lets tier 3 answer them with the PII replaced by placeholders, restored in the answer.
+    pii: PiiPolicy = "allow"
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit is set (an unlimited tenant's requests skip the limits store)."""
+        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute,
+                                           self.spend_per_day_usd))
+
+
+class TenantsFile(_Section):
+    """The file ``tenants.file`` names: the policy of tenants not listed, and each listed tenant's."""
+
+    default: TenantPolicy = TenantPolicy()
+    tenants: dict[Annotated[str, Field(pattern=_TENANT_NAME)], TenantPolicy] = {}
+
+
+class TenantSettings(TenantsFile):
+    """Tenants' policies, inline or from ``file`` (YAML of :class:`TenantsFile`; inline entries win)."""
+
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _load_file(self) -> "TenantSettings":
+        if self.file is None:
+            return self
+        path = Path(self.file)
+        if not path.is_file():
+            raise ValueError(f"file: file {path} does not exist")
+        try:
+            loaded = TenantsFile.model_validate(yaml.safe_load(path.read_text()) or {})
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        except ValidationError as exc:
+            raise ValueError(f"{path}: {_problems(exc)}") from None
+        if "default" not in self.model_fields_set:
+            self.default = loaded.default
+        self.tenants = loaded.tenants | self.tenants
+        return self
+
+    def policy(self, tenant: str) -> TenantPolicy:
+        """``tenant``'s policy (the default one when it has none of its own)."""
+        return self.tenants.get(tenant, self.default)
+
+
+class UsageSettings(_Section):
+    """The usage ledger behind ``GET /v1/usage``."""
+
+    retention_days: int = Field(400, ge=1)
 
 
 class PricingSettings(_Section):
@@ -378,6 +443,10 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     http: HttpSettings = HttpSettings()
     pricing: PricingSettings = PricingSettings()
+    tenants: TenantSettings = TenantSettings()
+    usage: UsageSettings = UsageSettings()
+    # Model names counted by another tokenizer than their name says (an encoding, or a tokenizer.json).
+    tokens: TokenSettings = TokenSettings()
 
     @model_validator(mode="after")
     def _files_exist(self) -> "Settings":
@@ -432,7 +501,7 @@ class Settings(BaseSettings):
 def _resolve_relative(data: dict, base: Path) -> None:
     """Paths in a config file are relative to that file's folder."""
     for section, key in (("encoder", "model_dir"), ("router", "heads_dir"), ("tier1", "faq_path"), ("pricing", "path"),
-                         ("tier2", "models_file")):
+                         ("tier2", "models_file"), ("tenants", "file")):
         value = (data.get(section) or {}).get(key)
         if isinstance(value, str) and not Path(value).is_absolute():
             data[section][key] = str((base / value).resolve())

@@ -20,10 +20,18 @@ import openai
 import pytest
 import redis
 
-from serve.settings import ProviderSettings
+from serve.settings import ProviderSettings, TenantPolicy
 from tests.support.fake_openai import FakeOpenAIServer
 
 REDIS_DB_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# The main application's tenants with a policy of their own (test_tenants.py); keys are made per test.
+TENANTS = {
+    "it-rpm": TenantPolicy(requests_per_minute=2),
+    "it-tpm": TenantPolicy(tokens_per_minute=40),
+    "it-spend": TenantPolicy(spend_per_day_usd=0.000001),
+    "it-redact": TenantPolicy(pii="redact"),
+    "it-keep": TenantPolicy(pii="keep_in_cluster"),
+}
 
 
 def free_port() -> int:
@@ -85,6 +93,7 @@ def cluster(settings, provider, private_redis):
     main.tier3.providers = [ProviderSettings(name="fake", base_url=provider.base_url, model="fake-frontier",
                                              api_key_env="TIERWISE_TEST_NO_KEY", allow_no_key=True,
                                              timeout_s=1.5, max_retries=1)]
+    main.tenants.tenants = TENANTS
     isolated = settings.model_copy(deep=True)
     isolated.store.backend, isolated.store.url = "redis", private_redis[1]
     isolated.router.placement, isolated.tier1.placement = "deployment", "deployment"
@@ -119,6 +128,15 @@ def base_url(cluster) -> str:
 def client(base_url) -> openai.OpenAI:
     """The official OpenAI client against the gateway."""
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def make_key(cluster):
+    """``make_key(tenant, admin=False)``: a new API key of the main application."""
+    from serve.auth import KeyAdmin
+
+    admin = KeyAdmin(REDIS_DB_URL, cluster["prefix"])
+    return lambda tenant, admin_key=False: admin.create(tenant, admin_key)[1]
 
 
 @pytest.fixture()

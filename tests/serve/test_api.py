@@ -2,32 +2,34 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from fastapi.testclient import TestClient
 
 from serve import api
+from serve.settings import TenantPolicy
+from serve.turns import Caller
 
 
-class _Service:
-    """Just enough of ChatService for the routes: settings, and a chat that fails unexpectedly."""
+class _Tenancy:
+    async def caller(self, authorization):
+        return Caller("default", TenantPolicy())
 
-    def __init__(self, settings):
-        self.settings = settings
 
-    async def tenant(self, authorization):
-        return "default"
-
-    async def chat(self, body, conversation_id):
+class _Chat:
+    async def chat(self, body, conversation_id, caller, request_id):
         raise RuntimeError("secret connection string postgres://admin:hunter2@db")
 
 
 @pytest.fixture()
 def client(settings):
-    api.bind_service(_Service(settings))
+    """Just enough of the services for the routes: settings, the caller, and a chat that fails unexpectedly."""
+    api.bind_services(SimpleNamespace(settings=settings, tenancy=_Tenancy(), chat=_Chat()))
     try:
         yield TestClient(api.app, raise_server_exceptions=False)
     finally:
-        api.bind_service(None)
+        api.bind_services(None)
 
 
 def test_json_nested_too_deep_is_a_400_in_the_openai_shape(client):
@@ -53,6 +55,19 @@ def test_every_response_carries_a_request_id(client):
     # An id that could smuggle header syntax is replaced, not echoed.
     assert client.get("/healthz", headers={"X-Request-Id": "bad id\tx"}).headers["x-request-id"].startswith("req_")
     assert client.get("/nope", headers={"X-Request-Id": "abc"}).headers["x-request-id"] == "abc"
+
+
+def test_a_body_that_is_not_json_by_its_content_type_is_a_415(client):
+    r = client.post("/v1/chat/completions", content="model=auto", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_typed_body_errors_are_openai_400s_naming_the_field(client):
+    r = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "messages.0.role" and r.json()["error"]["code"] == "invalid_value"
+    r = client.post("/v1/chat/completions", json=[1, 2])
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_type"
 
 
 def test_openapi_documents_the_request_bodies_and_the_error_shape(client):

@@ -8,7 +8,7 @@ import pytest
 
 from serve.auth import KeyAdmin, KeyLookup, digest
 from serve.errors import ApiError
-from tests.serve.test_serving import make, request  # noqa: F401  (the ChatService stand-in fixture)
+from tests.serve.test_serving_chat import make, request, tokenizers  # noqa: F401  (the services over stand-ins)
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -31,10 +31,12 @@ async def test_keys_are_stored_hashed_looked_up_and_revoked(prefix):
     stored = redis.Redis.from_url(REDIS_URL).hgetall(f"{prefix}:apikeys")
     assert list(stored) == [digest(key).encode()] and key.encode() not in b"".join(stored.values())
     lookup = KeyLookup(REDIS_URL, prefix)
-    assert await lookup.tenant_of(key) == "acme" and await lookup.tenant_of(key + "x") is None
+    assert await lookup.record_of(key) == record and await lookup.record_of(key + "x") is None
     assert [r.id for r in admin.list()] == [record.id]
     assert admin.revoke(record.id) and not admin.revoke(record.id)
-    assert await KeyLookup(REDIS_URL, prefix).tenant_of(key) is None
+    assert await KeyLookup(REDIS_URL, prefix).record_of(key) is None
+    _, admin_key = admin.create("ops", admin=True)
+    assert (await lookup.record_of(admin_key)).admin and not record.admin
     with pytest.raises(ValueError, match="tenant"):
         admin.create("bad tenant!")
     await lookup.close()
@@ -44,27 +46,29 @@ async def test_two_tenants_with_one_conversation_id_never_see_each_other(make, p
     admin = KeyAdmin(REDIS_URL, prefix)
     (_, acme), (_, globex) = admin.create("acme"), admin.create("globex")
     svc = make()
-    svc.keys = KeyLookup(REDIS_URL, prefix)
-
-    assert await svc.tenant(f"Bearer {acme}") == "acme" and await svc.tenant(f"Bearer {globex}") == "globex"
-    await svc.chat(request("Product is great!"), "shared-id", await svc.tenant(f"Bearer {acme}"))
-    turn = await svc.prepare(request("And now?"), "shared-id", await svc.tenant(f"Bearer {globex}"))
+    tenancy = svc.services.tenancy
+    tenancy.keys = KeyLookup(REDIS_URL, prefix)
+    acme_caller, globex_caller = await tenancy.caller(f"Bearer {acme}"), await tenancy.caller(f"Bearer {globex}")
+    assert (acme_caller.tenant, globex_caller.tenant) == ("acme", "globex")
+    await svc.chat(request("Product is great!"), "shared-id", acme_caller)
+    turn = await svc.chat_service.prepare(request("And now?"), "shared-id", globex_caller)
     assert turn.history == []
     assert len(await svc.store.load("acme", "shared-id")) == 2
-    await svc.keys.close()
+    await tenancy.keys.close()
 
 
 async def test_keys_optional_or_required(make, prefix):
     svc = make()
-    svc.keys = KeyLookup(REDIS_URL, prefix)
+    tenancy = svc.services.tenancy
+    tenancy.keys = KeyLookup(REDIS_URL, prefix)
     # OpenAI clients always send a bearer token; one that is not a Tierwise key means "no key".
-    assert await svc.tenant("Bearer sk-placeholder") == svc.settings.http.tenant
-    assert await svc.tenant(None) == svc.settings.http.tenant
+    assert (await tenancy.caller("Bearer sk-placeholder")).tenant == svc.settings.http.tenant
+    assert (await tenancy.caller(None)).tenant == svc.settings.http.tenant
     with pytest.raises(ApiError) as err:
-        await svc.tenant("Bearer tw-deadbeef-notakey")
+        await tenancy.caller("Bearer tw-deadbeef-notakey")
     assert (err.value.status, err.value.code) == (401, "invalid_api_key")
     svc.settings.http.require_api_key = True
     with pytest.raises(ApiError) as err:
-        await svc.tenant("Bearer sk-placeholder")
+        await tenancy.caller("Bearer sk-placeholder")
     assert (err.value.status, err.value.code) == (401, "missing_api_key") and "tierwise keys create" in err.value.message
-    await svc.keys.close()
+    await tenancy.keys.close()

@@ -1,6 +1,7 @@
-"""ChatService without Ray: tier 1's constraints, answers in the form asked, escalation when tier 1 is unsure
-or cannot fill the schema, ``when_unsure``, and what reaches tier 3. The router, tier 1 and tier 3 are
-stand-ins with the same interface as the deployment clients; the store, prices and tokenizer are real."""
+"""The chat service without Ray: tier 1's constraints, answers in the form asked, escalation when tier 1 is
+unsure or cannot fill the schema, ``when_unsure``, and what reaches tier 3. The router, tier 1 and tier 3 are
+stand-ins with the same interface as the deployment clients; the store, limits, ledger, prices and tokenizers
+are real (in-process)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import json
 
 import pytest
 
-from deployments.tier3 import Completion
+from serve.tier3_client import Completion
 from models.request import ParsedRequest
 from models.tier1 import Tier1Answer as Answer
 from models.router import RouteDecision, RouteInput
 from serve.errors import ApiError, parse_body
 from serve.pricing import PriceTable
 from serve.protocol import ChatCompletionRequest, TierwiseInfo
-from serve.serving import ChatService
+from serve.ledger import MemoryLedger
+from serve.limits import MemoryLimiter
+from serve.services import GatewayServices, build_services, tokenizers_for
+from serve.settings import TenantPolicy
 from serve.store import MemoryConversationStore
+from serve.tier3_serving import Tier3Service
+from serve.turns import Caller, merge_tool_call_deltas
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -73,18 +79,47 @@ def decision(task="sentiment", tier=1, parsed=None, confidence=0.9) -> RouteDeci
                          parsed=parsed)
 
 
+class Harness:
+    """The gateway's services over stand-ins, and the stand-ins themselves."""
+
+    def __init__(self, settings, prices, tokenizers, answer, route, tier3: bool, tier2=None,
+                 policy: TenantPolicy | None = None):
+        self.settings, self.router, self.tier1, self.tier3 = settings, Router(route), Tier1(answer), Tier3()
+        self.store, self.limiter, self.ledger = MemoryConversationStore(), MemoryLimiter(), MemoryLedger()
+        self.services: GatewayServices = build_services(
+            settings, router=self.router, tier1=self.tier1, tier3=self.tier3,
+            tier3_unconfigured=None if tier3 else UNCONFIGURED, store=self.store, prices=prices,
+            limiter=self.limiter, ledger=self.ledger, tokenizers=tokenizers, tier2=tier2)
+        self.services.models.tier3_models = ["fake-frontier"] if tier3 else []
+        self.chat_service = self.services.chat
+        self.caller = Caller(settings.http.tenant, policy or TenantPolicy())
+
+    async def chat(self, req: ChatCompletionRequest, conversation_id=None, caller: Caller | None = None):
+        """The response object, as the route returns it."""
+        return await self.chat_service.chat(req, conversation_id, caller or self.caller, "req_test")
+
+    async def prepare(self, req: ChatCompletionRequest, conversation_id=None):
+        return await self.chat_service.prepare(req, conversation_id, self.caller)
+
+    async def route(self, req: ChatCompletionRequest, conversation_id=None):
+        return await self.chat_service.route(req, conversation_id, self.caller)
+
+
+@pytest.fixture(scope="session")
+def tokenizers(settings):
+    return tokenizers_for(settings)
+
+
 @pytest.fixture()
-def make(settings):
-    """A ChatService over stand-ins: ``make(answer=..., decision=..., tier3=True, when_unsure=...)``."""
+def make(settings, tokenizers):
+    """Services over stand-ins: ``make(answer=..., route=..., tier3=True, when_unsure=..., tier2=..., policy=...)``."""
     prices = PriceTable.load(settings.pricing.path)
 
-    def build(answer=Answer("sentiment", SENTIMENT, 0.9), route=None, tier3=True, when_unsure="answer"):
-        s = settings.model_copy(deep=True)
+    def build(answer=Answer("sentiment", SENTIMENT, 0.9), route=None, tier3=True, when_unsure="answer", tier2=None,
+              policy=None, settings_=None):
+        s = (settings_ or settings).model_copy(deep=True)
         s.tier1.when_unsure = when_unsure
-        svc = ChatService(s, Router(route or decision()), Tier1(answer), Tier3(), None if tier3 else UNCONFIGURED,
-                          MemoryConversationStore(), prices)
-        svc.tier3_models = ["fake-frontier"] if tier3 else []
-        return svc
+        return Harness(s, prices, tokenizers, answer, route or decision(), tier3, tier2, policy)
 
     return build
 
@@ -93,8 +128,8 @@ def request(content="Product is great!", **kw) -> ChatCompletionRequest:
     return parse_body(ChatCompletionRequest, {"model": "auto", "messages": [{"role": "user", "content": content}]} | kw)
 
 
-async def chat(svc: ChatService, req: ChatCompletionRequest, conversation_id=None) -> tuple[dict, dict]:
-    response = await svc.chat(req, conversation_id, "default")
+async def chat(svc: Harness, req: ChatCompletionRequest, conversation_id=None) -> tuple[dict, dict]:
+    response = await svc.chat(req, conversation_id)
     return json.loads(response.body), dict(response.headers)
 
 
@@ -226,7 +261,7 @@ async def test_pinned_tier1_with_a_schema_it_cannot_fill_is_a_400(make):
 
 
 async def test_streamed_tier1_answer(make):
-    response = await make().chat(request(stream=True, response_format={"type": "json_object"}), None, "default")
+    response = await make().chat(request(stream=True, response_format={"type": "json_object"}))
     events = [e async for e in response.body_iterator]
     chunks = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
@@ -238,7 +273,7 @@ async def test_streamed_tier1_answer(make):
 
 
 async def test_streamed_usage_comes_in_its_own_last_chunk_when_asked_for(make):
-    response = await make().chat(request(stream=True, stream_options={"include_usage": True}), None, "default")
+    response = await make().chat(request(stream=True, stream_options={"include_usage": True}))
     chunks = [json.loads(e[6:]) for e in [e async for e in response.body_iterator] if e.startswith("data: {")]
     *choice_chunks, usage_chunk = chunks
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["total_tokens"] > 0
@@ -248,7 +283,7 @@ async def test_streamed_usage_comes_in_its_own_last_chunk_when_asked_for(make):
 
 
 async def test_route_endpoint_shows_the_blocker(make):
-    info = await make().route(request("¿Dónde está mi paquete? Quiero cancelar mi pedido."), None, "default")
+    info = await make().route(request("¿Dónde está mi paquete? Quiero cancelar mi pedido."))
     assert info.tier == 3 and "looks es" in info.reason
 
 
@@ -259,9 +294,9 @@ async def test_route_input_is_the_newest_user_text_the_system_prompt_and_the_con
         {"role": "user", "content": [{"type": "text", "text": "What is this?"}, IMAGE]},
         {"role": "assistant", "content": "A cat."},
         {"role": "user", "content": "Cute?"}]})
-    turn = await svc.prepare(req, None, "default")
+    turn = await svc.prepare(req)
     # The system prompt is read with the message (it may hold the instruction), not as earlier context.
-    assert svc.route_input(turn) == RouteInput("Cute?", "What is this?\nA cat.", "Be brief.")
+    assert svc.chat_service.route_input(turn) == RouteInput("Cute?", "What is this?\nA cat.", "Be brief.")
     assert turn.view.context == "What is this?\nA cat." and turn.view.system == "Be brief."
 
 
@@ -282,27 +317,24 @@ async def test_a_conversation_keeps_its_parts_and_recognises_a_resend(make):
 
 
 async def test_task_endpoint_reply_is_rendered(make):
-    response = await make().task("sentiment", "Product is great!")
+    response = await make().services.tasks.task("sentiment", "Product is great!")
     assert (response.reply, response.abstained) == ("positive", False)
 
 
-def with_unplaced_tier2(svc: ChatService, settings) -> ChatService:
-    """``svc`` as it starts on a cluster without the GPU its one tier-2 model needs."""
+def unplaced_tier2(settings):
+    """The pool of a cluster without the GPU its one tier-2 model needs."""
     from deployments.tier2 import Tier2Pool
 
-    pool = Tier2Pool(settings.tier2, {}, {"qwen2.5-7b-instruct": "needs 1 GPU of type L4 per replica; the cluster has 0"})
-    return ChatService(svc.settings, svc.router, svc.tier1, svc.tier3, svc.tier3_unconfigured, svc.store, svc.prices,
-                       pool)
+    return Tier2Pool(settings.tier2, {}, {"qwen2.5-7b-instruct": "needs 1 GPU of type L4 per replica; the cluster has 0"})
 
 
 async def test_an_unplaced_tier2_model_sends_its_traffic_up_and_says_why(make, settings):
-    svc = with_unplaced_tier2(make(route=decision("generation", tier=2)), settings)
-    svc.tier3_models = ["fake-frontier"]
+    svc = make(route=decision("generation", tier=2), tier2=unplaced_tier2(settings))
     body, _ = await chat(svc, request("Write a poem about the sea"))
     tw = body["tierwise"]
     assert (tw["tier"], tw["escalated_from"], tw["escalation_cause"]) == (3, 2, "tier2_not_deployed")
     assert "qwen2.5-7b-instruct cannot be placed (needs 1 GPU of type L4" in tw["reason"]
-    ready = await svc.readiness()
+    ready = await svc.services.health.readiness()
     assert ready["tier2_unplaced"] == {"qwen2.5-7b-instruct": "needs 1 GPU of type L4 per replica; the cluster has 0"}
 
 
@@ -312,14 +344,13 @@ async def test_a_prompt_no_tier2_window_takes_goes_to_tier3_or_is_a_400(make):
 
     too_long = Tier2Failure("too_long", "the conversation does not fit any tier-2 window: tiny (1024 tokens)")
     svc = make()
-    svc.available = {1, 2, 3}
-    turn = await svc.prepare(request("Summarise this: " + "word " * 500), None, "default")
-    up = svc._after_tier2_failure(turn, TierChoice(2, "classifier: generation"), too_long)
+    svc.services.models.available = {1, 2, 3}
+    turn = await svc.prepare(request("Summarise this: " + "word " * 500))
+    up = svc.chat_service._after_tier2_failure(turn, TierChoice(2, "classifier: generation"), too_long)
     assert (up.tier, up.escalated_from, up.cause) == (3, 2, "tier2_too_long") and "1024 tokens" in up.reason
     alone = make(tier3=False)
-    alone.available = {1, 2, 3}
     with pytest.raises(ApiError) as err:
-        alone._after_tier2_failure(turn, TierChoice(2, "classifier: generation"), too_long)
+        alone.chat_service._after_tier2_failure(turn, TierChoice(2, "classifier: generation"), too_long)
     assert err.value.status == 400 and err.value.code == "context_length_exceeded"
     assert "no tier above tier 2 can answer" in err.value.message
 
@@ -330,10 +361,10 @@ async def test_tier2_failures_without_a_tier_above_are_errors_that_say_so(make, 
     from serve.policy import TierChoice
 
     svc = make(tier3=False)
-    svc.available = {1, 2, 3}
-    turn = await svc.prepare(request("Write a poem"), None, "default")
+    svc.services.models.available = {1, 2, 3}
+    turn = await svc.prepare(request("Write a poem"))
     with pytest.raises(ApiError) as err:
-        svc._after_tier2_failure(turn, TierChoice(2, "x"), Tier2Failure(cause, "replica gone"))
+        svc.chat_service._after_tier2_failure(turn, TierChoice(2, "x"), Tier2Failure(cause, "replica gone"))
     assert err.value.status == status and "replica gone" in err.value.message
 
 
@@ -354,38 +385,35 @@ async def test_route_names_the_tier2_model_chat_would_try_first(make, settings):
                                                "adapters": [{"name": "extract", "tasks": ["sentiment"]}]})
     s = settings.model_copy(deep=True)
     s.tier2.models = [model]
-    stand_in = make(route=decision("sentiment", tier=2))
-    svc = ChatService(s, stand_in.router, stand_in.tier1, stand_in.tier3, None, stand_in.store, stand_in.prices,
-                      Tier2Pool(s.tier2, {"tiny": Handle()}, {}))
-    info = await svc.route(request("What is the sentiment, and why? I loved it."), None, "default")
+    svc = make(route=decision("sentiment", tier=2), tier2=Tier2Pool(s.tier2, {"tiny": Handle()}, {}), settings_=s)
+    s = svc.settings
+    info = await svc.route(request("What is the sentiment, and why? I loved it."))
     assert (info.tier, info.model) == (2, "tiny:extract") and "lists task 'sentiment'" in info.reason
     svc.router.decision = decision("reasoning", tier=2)
-    info = await svc.route(request("Prove it."), None, "default")
+    info = await svc.route(request("Prove it."))
     assert info.tier == 3 and info.escalation_cause == "tier2_no_fit"
     # The router's predicted quality for the benchmark model tier 2 stands in for decides whether it may.
     s.router.quality.threshold = 0.5
     svc.router.decision = decision("generation", tier=2)
     svc.router.decision.quality = {s.router.quality.tier2_as: 0.2}
-    info = await svc.route(request("Write a sonnet about entropy."), None, "default")
+    info = await svc.route(request("Write a sonnet about entropy."))
     assert info.tier == 3 and "no tier-2 model is predicted to answer well enough" in info.reason
     svc.router.decision.quality = {s.router.quality.tier2_as: 0.7}
-    info = await svc.route(request("Write a sonnet about entropy."), None, "default")
+    info = await svc.route(request("Write a sonnet about entropy."))
     assert (info.tier, info.model) == (2, "tiny") and "predicted quality 0.70" in info.reason
 
 
 @pytest.mark.parametrize("status,expected", [(400, 400), (422, 422), (401, 502), (403, 502), (404, 502), (429, 502),
                                              (None, 502)])
-def test_a_provider_refusing_tierwise_is_the_gateways_upstream_error_not_the_clients(make, status, expected):
-    from deployments.tier3 import Tier3Unavailable
+def test_a_provider_refusing_tierwise_is_the_gateways_upstream_error_not_the_clients(status, expected):
+    from serve.tier3_client import Tier3Unavailable
 
     info = TierwiseInfo(tier=3, model="m", task="reasoning", reason="r", confidence=0.9)
-    err = make()._upstream_error(Tier3Unavailable("nope", status=status, provider="a"), info)
+    err = Tier3Service.upstream_error(Tier3Unavailable("nope", status=status, provider="a"), info)
     assert err.status == expected and err.type == ("invalid_request_error" if expected < 500 else "upstream_error")
 
 
 def test_streamed_tool_call_pieces_fold_into_whole_calls():
-    from serve.serving import merge_tool_call_deltas
-
     calls: dict = {}
     merge_tool_call_deltas(calls, [{"index": 0, "id": "call_1", "type": "function",
                                     "function": {"name": "get_weather", "arguments": ""}}])
@@ -399,7 +427,7 @@ def test_streamed_tool_call_pieces_fold_into_whole_calls():
 
 async def test_a_stream_survives_line_separators_in_the_text(make):
     svc = make(answer=Answer("sentiment", {"label": "pos\u2028itive\x85"}, 0.9))
-    response = await svc.chat(request(stream=True), None, "default")
+    response = await svc.chat(request(stream=True))
     body = "".join([e async for e in response.body_iterator])
     assert "\u2028" not in body and "\x85" not in body
     # A reader that splits lines the way str.splitlines does sees the same lines as one splitting at LF.

@@ -1,0 +1,68 @@
+"""The gateway's services for one replica, built from its parts: what the FastAPI routes call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployments.tier2 import Tier2Pool
+from serve.accounting import Accounting
+from serve.auth import KeyLookup
+from serve.pii import PiiScanner
+from serve.pricing import PriceTable
+from serve.serving_chat import ServingChat
+from serve.serving_health import ServingHealth
+from serve.serving_models import ServingModels
+from serve.serving_tasks import ServingTasks
+from serve.serving_usage import ServingUsage
+from serve.settings import Settings
+from serve.store import ConversationStore
+from serve.tenancy import Tenancy
+from serve.tier1_serving import Tier1Service
+from serve.tier2_serving import Tier2Service
+from serve.tier3_serving import Tier3Service
+from serve.tokens import Tokenizers
+
+
+@dataclass
+class GatewayServices:
+    """One per API surface, as vLLM's OpenAI server has a serving class per surface."""
+
+    settings: Settings
+    models: ServingModels
+    tenancy: Tenancy
+    chat: ServingChat
+    tasks: ServingTasks
+    usage: ServingUsage
+    health: ServingHealth
+
+
+def tokenizers_for(settings: Settings) -> Tokenizers:
+    """Token counters for every model the gateway prices: tier 1 counts the encoder's word pieces (what it
+    reads), a tier-2 model served from a local directory its own tokenizer, everything else its family's
+    (``tokens.overrides`` first); the reference and tier-3 models' are loaded now, not on a request."""
+    local = {m.name: source for m in settings.tier2.models
+             if Path(source := m.llm_config["model_loading_config"].get("model_source", "")).is_dir()}
+    tokenizers = Tokenizers({settings.tier1.model_name: settings.encoder.model_dir} | local
+                            | settings.tokens.overrides)
+    tokenizers.warm([PriceTable.load(settings.pricing.path).reference_model,
+                     *(p.model for p in settings.tier3.providers)])
+    return tokenizers
+
+
+def build_services(settings: Settings, *, router, tier1, tier3, tier3_unconfigured: str | None,
+                   store: ConversationStore, prices: PriceTable, limiter, ledger, tokenizers: Tokenizers,
+                   tier2: Tier2Pool | None = None, keys: KeyLookup | None = None) -> GatewayServices:
+    """Wire the services over their dependencies: ``router`` and ``tier1`` are in-process batchers or handles,
+    ``tier3`` the forwarder's handle, ``tier2`` the pool of tier-2 handles (None: not deployed), ``limiter`` and
+    ``ledger`` the Redis or in-process ones (``serve/limits.py``, ``serve/ledger.py``)."""
+    models = ServingModels(settings, tier2, tier3_unconfigured)
+    tenancy = Tenancy(settings, keys, limiter)
+    accounting = Accounting(prices, tokenizers, limiter, ledger)
+    chat = ServingChat(settings, models, tenancy, accounting, store, router, tier1,
+                       Tier1Service(models, accounting, settings.tier1.when_unsure),
+                       Tier2Service(settings.tier2, tier2, store) if tier2 else None,
+                       Tier3Service(tier3, models, accounting), PiiScanner(router))
+    return GatewayServices(settings, models, tenancy, chat,
+                           ServingTasks(tier1, models.tier1_model, settings.http.max_message_chars),
+                           ServingUsage(ledger), ServingHealth(store, router, tier1, models))
