@@ -443,14 +443,10 @@ async def answer_fit(settings, examples: list) -> list[FitOutcome]:
     wrongly kept. Canned intent responses are off: the requests carry no gold for them."""
     import httpx
 
-    from deployments.router import InProcessRouter
-    from deployments.tier1 import InProcessTier1
     from models.router import Router
     from models.tier1 import Tier1Models
-    from serve.api import app, bind_service
-    from serve.pricing import PriceTable
-    from serve.serving import ChatService
-    from serve.store import MemoryConversationStore
+    from serve.api import app, bind_services
+    from serve.services import build_local_services
 
     settings = settings.model_copy(deep=True)
     settings.tier1.when_unsure = "refuse"
@@ -458,9 +454,7 @@ async def answer_fit(settings, examples: list) -> list[FitOutcome]:
     settings.tier1.intent_responses = {}
     router = Router.from_settings(settings)
     tier1 = Tier1Models.from_settings(settings, router.encoder, router.faq)
-    bind_service(ChatService(settings, InProcessRouter(router), InProcessTier1(tier1), None,
-                             "no tier-3 provider (evaluation)", MemoryConversationStore(),
-                             PriceTable.load(settings.pricing.path)))
+    bind_services(build_local_services(settings, router, tier1, "no tier-3 provider (evaluation)"))
     outcomes = []
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://eval") as client:

@@ -50,6 +50,21 @@ def tokenizers_for(settings: Settings) -> Tokenizers:
     return tokenizers
 
 
+def build_local_services(settings: Settings, router_model, tier1_models, tier3_unconfigured: str) -> GatewayServices:
+    """Services on models loaded in this process and in-process state, with no tier above tier 1: what the
+    tier-1 evaluation and the tests drive the API with (no Ray, no Redis)."""
+    from deployments.router import InProcessRouter
+    from deployments.tier1 import InProcessTier1
+    from serve.ledger import MemoryLedger
+    from serve.limits import MemoryLimiter
+    from serve.store import MemoryConversationStore
+
+    return build_services(settings, router=InProcessRouter(router_model), tier1=InProcessTier1(tier1_models),
+                          tier3=None, tier3_unconfigured=tier3_unconfigured, store=MemoryConversationStore(),
+                          prices=PriceTable.load(settings.pricing.path), limiter=MemoryLimiter(),
+                          ledger=MemoryLedger(settings.usage.retention_days), tokenizers=tokenizers_for(settings))
+
+
 def build_services(settings: Settings, *, router, tier1, tier3, tier3_unconfigured: str | None,
                    store: ConversationStore, prices: PriceTable, limiter, ledger, tokenizers: Tokenizers,
                    tier2: Tier2Pool | None = None, keys: KeyLookup | None = None) -> GatewayServices:

@@ -3,7 +3,7 @@ answer before the client sees any of it.
 
 :class:`Tier2Service` raises :class:`~deployments.tier2.Tier2Failure` whenever tier 2 should hand the
 request on (no model fits the task or the prompt, the engine failed, timed out or is overloaded, or the
-answer is unsure while a higher tier could answer); :class:`~serve.serving.ChatService` decides what
+answer is unsure while a higher tier could answer); :class:`~serve.serving_chat.ServingChat` decides what
 that costs the request: an escalation, or an error for a client that pinned the model.
 """
 

@@ -7,14 +7,13 @@ import json
 
 import pytest
 
-from deployments.router import InProcessRouter
-from deployments.tier1 import InProcessTier1
 from models.tier1 import Tier1Models
 from serve.errors import ApiError, parse_body
-from serve.pricing import PriceTable
 from serve.protocol import ChatCompletionRequest
-from serve.serving import ChatService
-from serve.store import MemoryConversationStore
+from serve.serving_chat import ServingChat
+from serve.services import build_local_services
+from serve.settings import TenantPolicy
+from serve.turns import Caller
 
 UNCONFIGURED = "No tier-3 provider is configured."
 SENTIMENT = "Classify the sentiment as positive, negative or neutral: 'I love this phone.'"
@@ -22,23 +21,23 @@ SENTIMENT = "Classify the sentiment as positive, negative or neutral: 'I love th
 
 @pytest.fixture()
 def service(settings, router):
-    """``service(when_unsure=..., min_confidence=...)``: a ChatService on the real models, nothing above tier 1."""
+    """``service(when_unsure=..., min_confidence=...)``: the chat service on the real models, nothing above
+    tier 1."""
 
-    def build(when_unsure: str = "answer", min_confidence: dict | None = None) -> ChatService:
+    def build(when_unsure: str = "answer", min_confidence: dict | None = None) -> ServingChat:
         s = settings.model_copy(deep=True)
         s.tier1.when_unsure = when_unsure
         s.tier1.min_confidence = min_confidence or {}
         tier1 = Tier1Models.from_settings(s, router.encoder, router.faq)
-        return ChatService(s, InProcessRouter(router), InProcessTier1(tier1), None, UNCONFIGURED,
-                           MemoryConversationStore(), PriceTable.load(s.pricing.path))
+        return build_local_services(s, router, tier1, UNCONFIGURED).chat
 
     return build
 
 
-async def ask(svc: ChatService, content: str, **body) -> tuple[dict, dict]:
+async def ask(svc: ServingChat, content: str, **body) -> tuple[dict, dict]:
     request = parse_body(ChatCompletionRequest,
                          {"model": "auto", "messages": [{"role": "user", "content": content}]} | body)
-    response = await svc.chat(request, None, "default")
+    response = await svc.chat(request, None, Caller("default", TenantPolicy()), "req_test")
     return json.loads(response.body), dict(response.headers)
 
 
