@@ -8,7 +8,7 @@ from email.message import Message
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -64,6 +64,10 @@ ERROR = {"model": ErrorResponse}
 ERRORS = {400: ERROR | {"description": "Bad request (OpenAI error shape)"},
           401: ERROR | {"description": "Missing, invalid or revoked API key"},
           503: ERROR | {"description": "A needed part is unavailable; Retry-After says when to retry"}}
+# Every JSON-body route: the body is checked before it is parsed.
+BODY_ERRORS = {413: ERROR | {"description": "Body or a message too large"},
+               415: ERROR | {"description": "The body is not sent as application/json"}}
+UNKNOWN_MODEL = {404: ERROR | {"description": "Unknown model"}}
 LIMITED = {429: ERROR | {"description": "A tenant limit was reached (the error's param names it); Retry-After says "
                                         "when to retry"}}
 
@@ -115,16 +119,17 @@ Authenticated = Depends(caller)
 @app.post("/v1/chat/completions", responses={
     200: {"model": ChatCompletionResponse, "description": "The completion; with `stream: true`, server-sent events of "
                                                            "chat.completion.chunk objects",
-          "content": {"text/event-stream": {}}}, 404: ERROR | {"description": "Unknown model"},
-    413: ERROR | {"description": "Body or message too large"},
-    502: ERROR | {"description": "The answering tier failed, or every provider refused Tierwise"}, **ERRORS, **LIMITED})
+          "content": {"text/event-stream": {}}},
+    502: ERROR | {"description": "The answering tier failed, or every provider refused Tierwise"},
+    **ERRORS, **BODY_ERRORS, **UNKNOWN_MODEL, **LIMITED})
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            conversation_id: str | None = ConversationId, who: Caller = Authenticated) -> Response:
     """OpenAI chat completions; ``model: auto`` routes, a concrete model name pins the tier."""
     return await services(request).chat.chat(body, conversation_id, who, request.state.request_id)
 
 
-@app.post("/v1/route", response_model=TierwiseInfo, response_model_exclude_none=True, responses=ERRORS)
+@app.post("/v1/route", response_model=TierwiseInfo, response_model_exclude_none=True,
+          responses=ERRORS | BODY_ERRORS | UNKNOWN_MODEL)
 async def route(body: ChatCompletionRequest, request: Request, conversation_id: str | None = ConversationId,
                 who: Caller = Authenticated) -> TierwiseInfo:
     """The routing decision for a chat completion body, with its scores; nothing is generated."""
@@ -139,7 +144,8 @@ async def models(request: Request) -> ModelList:
 
 
 @app.post("/v1/tasks/{task}", response_model=TaskResponse, response_model_exclude_none=True,
-          responses=ERRORS | {404: ERROR | {"description": "Unknown task"}}, dependencies=[Authenticated])
+          responses=ERRORS | BODY_ERRORS | {404: ERROR | {"description": "Unknown task"}},
+          dependencies=[Authenticated])
 async def task(task: str, body: TaskRequest, request: Request) -> TaskResponse:
     """Tier-1 tasks without routing: sentiment, entities, faq, intent."""
     return await services(request).tasks.task(task, body.text)
@@ -168,7 +174,9 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(await services(request).health.readiness())
 
 
-@app.get("/metrics")
+@app.get("/metrics", response_class=PlainTextResponse,
+         responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                          "description": "Prometheus text exposition format"}})
 async def prometheus_metrics() -> Response:
     """Prometheus exposition of this replica's metrics."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
