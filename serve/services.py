@@ -41,8 +41,12 @@ def tokenizers_for(settings: Settings) -> Tokenizers:
     """Token counters for every model the gateway prices: tier 1 counts the encoder's word pieces (what it
     reads), a tier-2 model served from a local directory its own tokenizer, everything else its family's
     (``tokens.overrides`` first); the reference and tier-3 models' are loaded now, not on a request."""
-    local = {m.name: source for m in settings.tier2.models
-             if Path(source := m.llm_config["model_loading_config"].get("model_source", "")).is_dir()}
+    local = {}
+    for m in settings.tier2.models:
+        # A source may also be remote storage ({bucket_uri: ...}), whose tokenizer is not on this machine.
+        source = m.llm_config["model_loading_config"].get("model_source")
+        if isinstance(source, str) and Path(source).is_dir():
+            local[m.name] = source
     tokenizers = Tokenizers({settings.tier1.model_name: settings.encoder.model_dir} | local
                             | settings.tokens.overrides)
     tokenizers.warm([PriceTable.load(settings.pricing.path).reference_model,
