@@ -526,7 +526,7 @@ def markdown(data: dict) -> str:
         if e.get("note"):
             details.append(e["note"])
         lines += ["", f"## {MODE_TITLES[e['mode']]}, {e['machine']}", "", f"{e['variant']}; " + "; ".join(details) + ".",
-                  "", f"| batch size | batches timed | queries/s | batch p50 ms | batch p99 ms | target |",
+                  "", "| batch size | batches timed | queries/s | batch p50 ms | batch p99 ms | target |",
                   "|---|---|---|---|---|---|"]
         for r in e["results"]:
             lines.append(f"| {r['batch_size']} | {r['batches']} | {r['queries_per_s']:,} | {r['p50_ms']} | "

@@ -2,19 +2,16 @@
 
 import asyncio
 import contextlib
-import os
 import uuid
 from datetime import date, datetime, timezone
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from serve.ledger import MemoryLedger, RedisLedger, UsageEntry
 from serve.store import StoreUnavailable
+from tests.support.redis_scratch import DEAD_URL, REDIS_URL, redis_scratch
 
-REDIS_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-DEAD_URL = "redis://127.0.0.1:1"
 DAY1, DAY2 = date(2025, 3, 10), date(2025, 3, 11)
 
 
@@ -30,38 +27,13 @@ class FakeClock:
         return self.now
 
 
-@contextlib.asynccontextmanager
-async def _redis_scratch():
-    """Yield a raw client plus a random key prefix; every key under the prefix is deleted afterwards."""
-    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        await client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no Redis to test against
-        await client.aclose()
-        pytest.fail(f"no Redis at {REDIS_URL} (start one: see README): {exc}")
-    prefix = f"tw-test-{uuid.uuid4().hex}"
-    try:
-        yield client, prefix
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def redis_raw():
-    async with _redis_scratch() as scratch:
-        yield scratch
-
-
 @pytest_asyncio.fixture(params=["redis", "memory"])
 async def ledger(request):
     """A ledger of each backend in turn, on a fake clock (set ``ledger.clock.now`` to move it)."""
     clock = FakeClock()
     async with contextlib.AsyncExitStack() as stack:
         if request.param == "redis":
-            _, prefix = await stack.enter_async_context(_redis_scratch())
+            _, prefix = await stack.enter_async_context(redis_scratch())
             made = RedisLedger(REDIS_URL, prefix, clock=clock)
         else:
             made = MemoryLedger(clock=clock)

@@ -2,21 +2,17 @@
 
 import asyncio
 import contextlib
-import os
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from serve.limits import LimitExceeded, MemoryLimiter, RedisLimiter, TenantLimits
 from serve.store import StoreUnavailable
+from tests.support.redis_scratch import DEAD_URL, REDIS_URL, redis_scratch
 
-REDIS_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-DEAD_URL = "redis://127.0.0.1:1"
 # 2025-03-10 12:00:00 UTC: twelve hours before midnight.
 NOON = datetime(2025, 3, 10, 12, tzinfo=timezone.utc).timestamp()
 
@@ -32,31 +28,6 @@ class FakeClock:
         self.now += seconds
 
 
-@contextlib.asynccontextmanager
-async def _redis_scratch():
-    """Yield a raw client plus a random key prefix; every key under the prefix is deleted afterwards."""
-    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        await client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no Redis to test against
-        await client.aclose()
-        pytest.fail(f"no Redis at {REDIS_URL} (start one: see README): {exc}")
-    prefix = f"tw-test-{uuid.uuid4().hex}"
-    try:
-        yield client, prefix
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def redis_raw():
-    async with _redis_scratch() as scratch:
-        yield scratch
-
-
 @pytest_asyncio.fixture(params=["redis", "memory"])
 async def make_limiter(request):
     """Factory for a limiter of each backend in turn, all sharing one fake clock (``factory.clock``); limiters
@@ -65,7 +36,7 @@ async def make_limiter(request):
     clock = FakeClock()
     async with contextlib.AsyncExitStack() as stack:
         if request.param == "redis":
-            _, prefix = await stack.enter_async_context(_redis_scratch())
+            _, prefix = await stack.enter_async_context(redis_scratch())
 
         def factory():
             if request.param == "redis":

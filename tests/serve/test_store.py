@@ -2,12 +2,9 @@
 
 import contextlib
 import logging
-import os
-import uuid
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from serve.store import (
     MemoryConversationStore,
@@ -15,11 +12,9 @@ from serve.store import (
     StoreUnavailable,
     open_store,
 )
+from tests.support.redis_scratch import DEAD_URL, REDIS_URL, redis_scratch
 
 pytestmark = pytest.mark.asyncio
-
-REDIS_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-DEAD_URL = "redis://127.0.0.1:1"
 
 
 class FakeClock:
@@ -30,38 +25,13 @@ class FakeClock:
         return self.now
 
 
-@contextlib.asynccontextmanager
-async def _redis_scratch():
-    """Yield a raw client plus a random key prefix; every key under the prefix is deleted afterwards."""
-    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        await client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no Redis to test against
-        await client.aclose()
-        pytest.fail(f"no Redis at {REDIS_URL} (start one: see README): {exc}")
-    prefix = f"tw-test-{uuid.uuid4().hex}"
-    try:
-        yield client, prefix
-    finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def redis_raw():
-    async with _redis_scratch() as scratch:
-        yield scratch
-
-
 @pytest_asyncio.fixture(params=["redis", "memory"])
 async def make_store(request):
     """Factory for a store of each backend in turn; closes what it made."""
     made = []
     async with contextlib.AsyncExitStack() as stack:
         if request.param == "redis":
-            _, prefix = await stack.enter_async_context(_redis_scratch())
+            _, prefix = await stack.enter_async_context(redis_scratch())
 
         def factory(**kwargs):
             if request.param == "redis":
