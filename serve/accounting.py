@@ -77,17 +77,19 @@ class Accounting:
                                                 answer.completion_tokens, info.cost_usd or 0.0,
                                                 info.baseline_cost_usd or 0.0, request_id))
         except StoreUnavailable as exc:
-            metrics.ERRORS.labels("0", "ledger_unavailable").inc()
             log.error("usage of request %s (tenant %s, $%s) not recorded: %s", request_id, caller.tenant,
                       info.cost_usd, exc)
 
     @staticmethod
-    def observe(info: TierwiseInfo, started: float, status: int = 200) -> None:
-        """Count the request, its latency, escalation, cost and baseline cost in Prometheus."""
-        tier = str(info.tier)
-        metrics.REQUESTS.labels("chat", tier, info.task, str(status)).inc()
-        metrics.LATENCY.labels("chat", tier).observe(time.perf_counter() - started)
+    def observe(info: TierwiseInfo, started: float, status: int = 200, answer: Answer | None = None) -> None:
+        """Count the request, its latency, escalation, tokens, cost and baseline cost (``serve/metrics.py``)."""
+        tier, model = str(info.tier), info.model
+        metrics.REQUESTS.labels("chat", tier, model, info.task, str(status)).inc()
+        metrics.LATENCY.labels("chat", tier, model).observe(time.perf_counter() - started)
         if info.escalated_from is not None:
             metrics.ESCALATIONS.labels(str(info.escalated_from), tier, info.escalation_cause or "").inc()
-        metrics.COST.labels(tier, info.model).inc(info.cost_usd or 0.0)
+        if answer is not None:
+            metrics.TOKENS.labels(tier, model, "prompt").inc(answer.prompt_tokens)
+            metrics.TOKENS.labels(tier, model, "completion").inc(answer.completion_tokens)
+        metrics.COST.labels(tier, model).inc(info.cost_usd or 0.0)
         metrics.BASELINE_COST.labels(tier).inc(info.baseline_cost_usd or 0.0)

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from serve import metrics
 from serve.store import StoreUnavailable
 
 CACHE_S = 5.0
@@ -93,6 +94,7 @@ class KeyLookup:
         try:
             raw = await self._redis.hget(self._hash, hashed)
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("keys", "lookup").inc()
             raise StoreUnavailable(f"the key store is unavailable: {exc}") from exc
         record = KeyRecord(**json.loads(raw)) if raw else None
         if len(self._cache) > 10_000:

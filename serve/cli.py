@@ -40,6 +40,7 @@ def serve(config: Optional[Path] = ConfigOption,
     # The HAProxy ingress cuts Serve's per-request floor from ~7 ms to ~2 ms on this class of machine.
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", str(settings.http.drain_s))
     import ray
     from ray import serve as ray_serve
 

@@ -33,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from serve import metrics
 from serve.auth import TENANT
 from serve.store import StoreUnavailable
 
@@ -226,6 +227,7 @@ class RedisLedger:
                                    args=[DEDUP_TTL_S, self._ttl_s, *increments], client=pipe)
                 await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("ledger", "record").inc()
             raise StoreUnavailable(f"the usage ledger (Redis) is unavailable: {exc}") from exc
 
     async def report(self, tenant: str | None, start: date, end: date) -> UsageReport:
@@ -249,6 +251,7 @@ class RedisLedger:
                     pipe.hgetall(self._usage_key(t, day))
                 hashes = await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("ledger", "report").inc()
             raise StoreUnavailable(f"the usage ledger (Redis) is unavailable: {exc}") from exc
         cells: dict[tuple[str, date, int, str], _Sums] = defaultdict(_Sums)
         for (t, day), stored in zip(pairs, hashes):

@@ -37,6 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from serve import metrics
 from serve.auth import TENANT
 from serve.store import StoreUnavailable
 
@@ -225,6 +226,7 @@ class RedisLimiter:
         try:
             code, retry_ms = await self._admit(keys=self._keys(tenant, _utc_day(now)), args=args)
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("limits", "admit").inc()
             raise StoreUnavailable(f"the limits store (Redis) is unavailable: {exc}") from exc
         if code:
             raise _exceeded(code, limits, retry_ms, now)
@@ -246,6 +248,7 @@ class RedisLimiter:
         try:
             await self._charge(keys=[bucket, spend], args=args)
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("limits", "charge").inc()
             raise StoreUnavailable(f"the limits store (Redis) is unavailable: {exc}") from exc
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ from deployments.tier2 import Tier2Answer, Tier2Failure, Tier2Target
 from models import language
 from models.quality import canonical
 from models.router import RouteDecision, RouteInput
+from serve import metrics
 from serve.accounting import Accounting
 from serve.constraints import tier1_blocker, tier2_blocker
 from serve.errors import ApiError
@@ -143,6 +144,12 @@ class ServingChat:
         the instruction), and the earlier turns as context."""
         return RouteInput(turn.view.user, turn.view.context, turn.view.system)
 
+    async def _timed_route(self, turn: Turn) -> RouteDecision:
+        started = time.perf_counter()
+        decision = await self.router.route(self.route_input(turn))
+        metrics.ROUTER.labels().observe(time.perf_counter() - started)
+        return decision
+
     async def decide(self, turn: Turn) -> tuple[RouteDecision, TierChoice]:
         """The router's proposal and the tier the policy picks: a deployed one the tenant's PII rule allows,
         and tier 1 only when the request is one tier 1 may answer (no tools, media or logprobs; a language it
@@ -153,8 +160,7 @@ class ServingChat:
             decision = RouteDecision("unrouted", turn.forced_tier, 1.0, "not routed", {})
             await self._apply_pii_policy(turn)
         else:
-            decision, _ = await asyncio.gather(self.router.route(self.route_input(turn)),
-                                               self._apply_pii_policy(turn))
+            decision, _ = await asyncio.gather(self._timed_route(turn), self._apply_pii_policy(turn))
         if turn.forced_tier == 3 and 3 not in turn.available:
             raise ApiError(400, f"model {turn.request.model!r} cannot answer this request: {turn.absent[3]}",
                            param="model", code="pii_kept_in_cluster")
@@ -303,7 +309,7 @@ class ServingChat:
         self.accounting.price(info, answer)
         await self._save(turn, answer, info)
         await self.accounting.settle(turn.caller, info, answer, turn.request_id)
-        self.accounting.observe(info, started)
+        self.accounting.observe(info, started, answer=answer)
 
     @staticmethod
     async def _one_piece(answer: Answer) -> AsyncIterator[Piece]:

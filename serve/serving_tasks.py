@@ -29,8 +29,8 @@ class ServingTasks:
         started = time.perf_counter()
         ans: Tier1Answer = await self.tier1.answer(Tier1Request(task, text))
         latency = time.perf_counter() - started
-        metrics.REQUESTS.labels("task", "1", task, "200").inc()
-        metrics.LATENCY.labels("task", "1").observe(latency)
+        metrics.REQUESTS.labels("task", "1", self.tier1_model, task, "200").inc()
+        metrics.LATENCY.labels("task", "1", self.tier1_model).observe(latency)
         try:
             reply = render(ans.task, ans.result, None, None)
         except CannotRender:

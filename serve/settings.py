@@ -190,13 +190,17 @@ class CapacitySettings(_Section):
     max_ongoing_requests: int = Field(256, ge=1)
     num_replicas: int = Field(1, ge=1)
     autoscaling: AutoscalingSettings | None = None
+    # How long a stopping replica may take to finish its requests in flight before it is killed: within
+    # Kubernetes' default 30 s grace period, with room for the drain (http.drain_s) and the rest of the stop.
+    graceful_shutdown_timeout_s: float = Field(20.0, gt=0, le=25)
 
     def options(self) -> dict:
         """The deployment's ``.options(...)`` for these settings."""
+        common = {"max_ongoing_requests": self.max_ongoing_requests,
+                  "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s}
         if self.autoscaling is not None:
-            return {"max_ongoing_requests": self.max_ongoing_requests,
-                    "autoscaling_config": self.autoscaling.model_dump()}
-        return {"max_ongoing_requests": self.max_ongoing_requests, "num_replicas": self.num_replicas}
+            return common | {"autoscaling_config": self.autoscaling.model_dump()}
+        return common | {"num_replicas": self.num_replicas}
 
 
 class Tier3Settings(_Section):
@@ -362,6 +366,12 @@ class HttpSettings(_Section):
     num_cpus: float = Field(0.5, ge=0)
     # The gateway deployment's requests in flight per replica and its replicas.
     capacity: CapacitySettings = CapacitySettings()
+    # How long a stopping gateway replica still accepts connections, so that whatever balances in front of
+    # it (HAProxy here, a cloud load balancer in front of a cluster) stops sending before it refuses. Serve's
+    # own default is 30 s, which alone uses up Kubernetes' grace period; the local HAProxy retries a refused
+    # connection on another replica, so 2 s is enough there. Applied as Serve's
+    # RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, which must be set before Ray starts.
+    drain_s: float = Field(2.0, ge=0, le=20)
 
 
 PiiPolicy = Literal["allow", "keep_in_cluster", "redact"]

@@ -16,6 +16,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from serve import metrics
+
 log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -110,6 +112,7 @@ class RedisConversationStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 raw, _ = await pipe.lrange(key, 0, -1).expire(key, self._ttl_s).execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("conversations", "load").inc()
             raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
         return [json.loads(item) for item in raw]
 
@@ -128,6 +131,7 @@ class RedisConversationStore:
             await self._append_script(keys=[key, turns],
                                       args=[self._ttl_s, self._max, turn_id or uuid.uuid4().hex, *payload])
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("conversations", "append").inc()
             raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
 
     def _summary_key(self, tenant: str, conversation_id: str) -> str:
@@ -139,6 +143,7 @@ class RedisConversationStore:
         try:
             raw = await self._redis.hgetall(key)
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("conversations", "load_summaries").inc()
             raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
         return {int(k): v.decode() if isinstance(v, bytes) else v for k, v in raw.items()}
 
@@ -149,6 +154,7 @@ class RedisConversationStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 await pipe.hset(key, str(upto), text).expire(key, self._ttl_s).execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            metrics.STORE_ERRORS.labels("conversations", "save_summary").inc()
             raise StoreUnavailable(f"Redis at {self.url} is unavailable: {exc}") from exc
 
     async def ping(self) -> bool:

@@ -45,9 +45,13 @@ async def chunk_events(info: TierwiseInfo, pieces: AsyncIterator[Piece], include
         return ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=choices)
 
     yield sse(chunk(info.model, DeltaMessage(role="assistant", content="")))
-    metrics.LATENCY.labels("chat_first_byte", str(info.tier)).observe(time.perf_counter() - started)
+    first = True
     try:
         async for piece in pieces:
+            if first and piece:
+                # The first content, tool call or (for an empty answer) the end: what a client waits for.
+                metrics.FIRST_TOKEN.labels(str(info.tier), info.model).observe(time.perf_counter() - started)
+                first = False
             if isinstance(piece, Answer):
                 await on_answer(piece)
                 last = chunk(piece.model, DeltaMessage(), finish_reason=piece.finish_reason)

@@ -12,6 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The proxy `tierwise serve` uses; set before anything imports ray.serve, which reads them at import.
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+# Serve holds a stopping ingress replica open for 30 s by default (for external load balancers); the tests'
+# HAProxy needs none of that, and every session would wait it out at teardown.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 # HAProxy's stats and metrics pages default to fixed ports (8404, 9101), where a running `make serve`
 # would clash.
 for _name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):

@@ -2,8 +2,8 @@
 OpenAI-compatible provider for tier 3.
 
 Two Serve applications share the cluster: ``main`` (router and tier 1 inside the gateway, provider
-configured, the shared Redis) and ``isolated`` (router and tier 1 as their own deployments, one handle
-hop each; no provider; a private redis-server this fixture can kill).
+configured, the shared Redis) and ``isolated`` (two gateway replicas, router and tier 1 as their own
+deployments, one handle hop each; no provider; a private redis-server this fixture can kill).
 """
 
 from __future__ import annotations
@@ -99,11 +99,15 @@ def cluster(settings, provider, private_redis):
     isolated.router.placement, isolated.tier1.placement = "deployment", "deployment"
     for section in (isolated.http, isolated.router.batching, isolated.tier1.batching):
         section.num_cpus = 0  # both apps share the 2 CPUs of this machine
+    # Two gateway replicas, so that metrics are seen summed across replicas (test_metrics.py).
+    isolated.http.capacity.num_replicas = 2
 
     port = free_port()
     # Logical CPUs: a tier-2 vLLM replica reserves 1.5 (its actor and its engine's bundle), and the
     # autoscaling test adds a second; their threads are capped at one each (OMP_NUM_THREADS=1).
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
+    # Metrics reach the node's exporter every second rather than every ten (test_metrics.py waits for them).
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False,
+             _system_config={"metrics_report_interval_ms": 1000})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(main), name="main", route_prefix="/")
     serve.run(build_app(isolated), name="isolated", route_prefix="/isolated")

@@ -208,7 +208,7 @@ def test_health_readiness_metrics(http):
     assert ready["status"] == "ready" and ready["store_backend"] == "redis" and ready["tier3_configured"]
     http.post("/v1/chat/completions", json={"model": "auto", "messages": user("Product is great!")})
     text = http.get("/metrics").text
-    assert 'tierwise_requests_total{endpoint="chat",status="200",task="sentiment",tier="1"}' in text
+    assert 'tierwise_requests_total{endpoint="chat",model="tierwise-tier1",status="200",task="sentiment",tier="1"}' in text
     assert "tierwise_baseline_cost_usd_total" in text
     http.post("/v1/chat/completions", json={"model": "gpt-17", "messages": user("hi")})
     assert 'tierwise_errors_total{code="model_not_found",status="404"}' in http.get("/metrics").text

@@ -125,16 +125,20 @@ def test_a_missing_tier2_models_file_is_named(tmp_path):
 
 def test_gateway_and_tier3_capacity_default_above_serves_five_and_can_autoscale(tmp_path):
     settings = load_settings()
-    assert settings.http.capacity.options() == {"max_ongoing_requests": 256, "num_replicas": 1}
+    assert settings.http.capacity.options() == {"max_ongoing_requests": 256, "num_replicas": 1,
+                                                "graceful_shutdown_timeout_s": 20.0}
     assert settings.tier3.capacity.options()["max_ongoing_requests"] >= 64
     path = tmp_path / "t.yaml"
     path.write_text("tier3:\n  capacity:\n    max_ongoing_requests: 500\n"
                     "    autoscaling: {min_replicas: 1, max_replicas: 4, target_ongoing_requests: 100}\n")
     options = load_settings(path).tier3.capacity.options()
-    assert options == {"max_ongoing_requests": 500, "autoscaling_config": {
+    assert options == {"max_ongoing_requests": 500, "graceful_shutdown_timeout_s": 20.0, "autoscaling_config": {
         "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 100.0}}
     path.write_text("http:\n  capacity:\n    autoscaling: {min_replicas: 3, max_replicas: 2, target_ongoing_requests: 8}\n")
     with pytest.raises(ConfigError, match=r"http.capacity.autoscaling: .*min_replicas \(3\) exceeds max_replicas \(2\)"):
+        load_settings(path)
+    path.write_text("http:\n  capacity:\n    graceful_shutdown_timeout_s: 40\n")
+    with pytest.raises(ConfigError, match=r"http.capacity.graceful_shutdown_timeout_s: .*less than or equal to 25"):
         load_settings(path)
 
 
