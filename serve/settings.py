@@ -193,11 +193,16 @@ class CapacitySettings(_Section):
     # How long a stopping replica may take to finish its requests in flight before it is killed: within
     # Kubernetes' default 30 s grace period, with room for the drain (http.drain_s) and the rest of the stop.
     graceful_shutdown_timeout_s: float = Field(20.0, gt=0, le=25)
+    # At most this many replicas on one node (unset: no bound). 1 spreads the replicas over the nodes, so
+    # that losing a node loses one replica, not all of them.
+    max_replicas_per_node: int | None = Field(None, ge=1)
 
     def options(self) -> dict:
         """The deployment's ``.options(...)`` for these settings."""
         common = {"max_ongoing_requests": self.max_ongoing_requests,
                   "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s}
+        if self.max_replicas_per_node is not None:
+            common["max_replicas_per_node"] = self.max_replicas_per_node
         if self.autoscaling is not None:
             return common | {"autoscaling_config": self.autoscaling.model_dump()}
         return common | {"num_replicas": self.num_replicas}
