@@ -13,8 +13,9 @@ What it does, each step a real process:
    process group (raylet, its workers and the replica: a node lost, not stopped);
 4. keeps the traffic going and records every request: which failed, and how long after the loss the
    requests succeed for good (``recovery_s``: from the kill to the end of the last failed request);
-5. starts a replacement worker node, as Kubernetes would replace the pod, and times how long Serve takes to
-   have two gateway replicas running again (``replica_restored_s``);
+5. times how long Serve takes to notice the lost replica (``loss_noticed_s``), then starts a replacement
+   worker node, as Kubernetes would replace the pod, and times how long Serve takes to have two gateway
+   replicas running again (``replica_restored_s``, from the new node's start);
 6. reads every conversation back from Redis and counts the turns lost: turns answered 200 whose messages
    are not in the store.
 
@@ -115,6 +116,16 @@ def gateway_replicas() -> dict[str, int]:
 
 def running(states: dict[str, int]) -> int:
     return sum(v for k, v in states.items() if k.endswith("RUNNING"))
+
+
+def wait_for(condition, timeout: float) -> float | None:
+    """Seconds until ``condition()`` holds, polled twice a second; None if it did not within ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.5)
+    return None
 
 
 @dataclass
@@ -222,16 +233,11 @@ def run(args) -> dict:
         before = gateway_replicas()
         lost_at = time.monotonic()
         worker.kill()
-        time.sleep(args.after_s)
+        noticed_s = wait_for(lambda: running(gateway_replicas()) < 2, args.restore_timeout_s)
+        time.sleep(max(0.0, args.after_s - (time.monotonic() - lost_at)))
         replacement = RayNode(log_dir, "replacement", head_address=address)
         nodes.append(replacement)
-        replaced_at = time.monotonic()
-        restored_s = None
-        while time.monotonic() - replaced_at < args.restore_timeout_s:
-            if running(gateway_replicas()) >= 2:
-                restored_s = time.monotonic() - replaced_at
-                break
-            time.sleep(0.5)
+        restored_s = wait_for(lambda: running(gateway_replicas()) >= 2, args.restore_timeout_s)
         time.sleep(3)
         traffic.stop()
         outcomes = traffic.outcomes
@@ -250,6 +256,7 @@ def run(args) -> dict:
             "failed_statuses": sorted({o.status for o in failed}),
             "failed_after_loss": sum(1 for o in during if o.status != 200),
             "recovery_s": round(recovery_after(outcomes, lost_at), 2),
+            "loss_noticed_s": None if noticed_s is None else round(noticed_s, 1),
             "replica_restored_s": None if restored_s is None else round(restored_s, 1),
             "lost_turns": lost_turns(outcomes, prefix, settings.http.tenant),
             "conversations": len(conversations),

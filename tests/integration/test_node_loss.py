@@ -28,5 +28,5 @@ def test_losing_a_node_costs_a_bounded_outage_and_no_conversation(tmp_path):
     assert figures["recovery_s"] <= RECOVERY_BOUND_S
     # Requests fail only while the lost replica was still in the proxy's table.
     assert figures["failed"] == figures["failed_after_loss"] <= 0.1 * figures["requests_after_loss"]
-    assert figures["replica_restored_s"] is not None
+    assert figures["loss_noticed_s"] is not None and figures["replica_restored_s"] is not None
     assert figures["lost_turns"] == 0
