@@ -154,16 +154,26 @@ def deployment_name(model: "Tier2ModelSettings") -> str:
     return "Tier2:" + model.name.replace("/", "--").replace(".", "_")
 
 
+def plan_placement(settings: "Tier2Settings", resources: dict[str, float]):
+    """The models to deploy, and why each other model is left out: none is with ``tier2.placement:
+    autoscaler`` (the autoscaler adds the nodes), else those the cluster's ``resources`` cannot hold now."""
+    placed, unplaced = [], {}
+    for model in settings.models:
+        problem = placement_problem(model, resources) if settings.placement == "cluster" else None
+        if problem:
+            unplaced[model.name] = problem
+        else:
+            placed.append(model)
+    return placed, unplaced
+
+
 def build_tier2(settings: "Tier2Settings", resources: dict[str, float]):
     """The tier-2 deployments the cluster can place, by model id, and why each other model is left out."""
     from ray.serve.llm import build_llm_deployment
 
-    apps, unplaced = {}, {}
-    for model in settings.models:
-        problem = placement_problem(model, resources)
-        if problem:
-            unplaced[model.name] = problem
-            continue
+    placed, unplaced = plan_placement(settings, resources)
+    apps = {}
+    for model in placed:
         bind = {}
         if model.adapters and not model.adapters_path.startswith(REMOTE_PREFIXES):
             bind["model_downloader"] = functools.partial(LocalLoraLoader, os.path.abspath(model.adapters_path))

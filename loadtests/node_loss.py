@@ -94,6 +94,15 @@ class RayNode:
         self.log.close()
 
 
+def forget_cluster(gcs_port: int) -> None:
+    """Remove Ray's note of the current cluster when it is this one (``ray stop`` would, but it stops every
+    Ray process on the machine): a later ``ray.init()`` without an address would try to join it."""
+    from ray._private.utils import get_ray_address_file, read_ray_address
+
+    if (read_ray_address() or "").endswith(f":{gcs_port}"):
+        Path(get_ray_address_file(None)).unlink(missing_ok=True)
+
+
 def wait_nodes(count: int, timeout: float = 120) -> None:
     import ray
 
@@ -269,6 +278,7 @@ def run(args) -> dict:
             ray.shutdown()
         for node in reversed(nodes):
             node.kill()
+        forget_cluster(gcs_port)
         r = redis.Redis.from_url(REDIS_URL)
         keys = list(r.scan_iter(match=f"{prefix}:*"))
         if keys:

@@ -312,6 +312,11 @@ class Tier2Settings(_Section):
     default_output_reserve: int = Field(256, ge=1)
     # Older turns that do not fit a model's window are summarised on tier 2 into at most this many tokens.
     summary_max_tokens: int = Field(200, ge=16)
+    # `cluster`: a model whose minimum replicas the cluster's GPUs cannot hold when the app deploys is left
+    # out (reported in /readyz; its traffic goes to tier 3). `autoscaler`: every model is deployed and waits
+    # for the Ray autoscaler to add its GPU nodes, as on KubeRay, where GPU pods join after the app deploys
+    # (`tierwise k8s render` checks that the GPU groups can hold them).
+    placement: Literal["cluster", "autoscaler"] = "cluster"
     models: list[Tier2ModelSettings] = []
 
     @model_validator(mode="after")

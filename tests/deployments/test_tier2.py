@@ -19,9 +19,10 @@ from deployments.tier2 import (
     hold_back,
     StreamParser,
     placement_problem,
+    plan_placement,
     to_llm_config,
 )
-from serve.settings import LogprobCalibration, Tier2ModelSettings
+from serve.settings import LogprobCalibration, Tier2ModelSettings, Tier2Settings
 
 GPU_MODEL = {
     "llm_config": {
@@ -95,6 +96,12 @@ def test_placement_needs_the_gpus_the_config_asks_for():
     cpu["llm_config"]["accelerator_config"] = {"kind": "cpu"}
     del cpu["llm_config"]["accelerator_type"], cpu["llm_config"]["engine_kwargs"]["gpu_memory_utilization"]
     assert placement_problem(Tier2ModelSettings.model_validate(cpu), {"CPU": 2}) is None
+
+
+@pytest.mark.parametrize("placement, placed", [("cluster", False), ("autoscaler", True)])
+def test_a_model_the_cluster_lacks_gpus_for_waits_for_the_autoscaler_only_when_told(placement, placed):
+    models, unplaced = plan_placement(Tier2Settings(models=[model()], placement=placement), {"CPU": 8.0})
+    assert bool(models) is placed and ("qwen2.5-7b-instruct" in unplaced) is not placed
 
 
 def test_confidence_is_the_geometric_mean_probability_or_its_calibration():

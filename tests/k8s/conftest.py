@@ -1,0 +1,36 @@
+"""Fixtures of the Kubernetes tests: the cluster's settings, the application's settings as the cluster loads
+them, what `tierwise k8s render` makes of them now, and the committed RayService."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve.k8s import (DEFAULT_K8S_CONFIG, DEFAULT_MANIFEST, K8sSettings, load_cluster_settings, load_k8s_settings,
+                       render)
+from serve.settings import Settings
+from tests.k8s.support import load_documents
+
+
+@pytest.fixture(scope="session")
+def k8s_settings() -> K8sSettings:
+    """configs/k8s.yaml."""
+    return load_k8s_settings(DEFAULT_K8S_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def cluster_settings(k8s_settings) -> Settings:
+    """The application's settings as the cluster's replicas load them (with configs/tier2-gpu.yaml)."""
+    return load_cluster_settings(k8s_settings)
+
+
+@pytest.fixture(scope="session")
+def rendered() -> str:
+    """k8s/rayservice.yaml as `tierwise k8s render` makes it from configs/ now."""
+    return render()
+
+
+@pytest.fixture(scope="session")
+def rayservice() -> dict:
+    """The committed k8s/rayservice.yaml."""
+    (document,) = load_documents(DEFAULT_MANIFEST)
+    return document
