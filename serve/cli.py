@@ -1,4 +1,4 @@
-"""The ``tierwise`` command line: serve, route, train, export-encoder."""
+"""The ``tierwise`` command line: serve, route, keys, k8s render, train, calibrate, eval, export-encoder."""
 
 from __future__ import annotations
 
