@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,22 +44,22 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from serve.proxy_env import free_port, proxy_env  # noqa: E402
+
 RAY = str(Path(sys.executable).with_name("ray"))
 REDIS_URL = "redis://127.0.0.1:6379/13"
 # What a node runs with: the proxy and replica settings `tierwise serve` uses, one thread per replica.
 NODE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2", "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            # The ports replicas listen on behind HAProxy: away from Serve's defaults (30000 and 40000 up), which
+            # another Ray instance on this machine may hold.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "26000", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "26999",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "27000", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "27999"}
 PROMPTS = ["Product is great!", "I absolutely hate this blender.", "Do you ship internationally?",
            "Classify the sentiment: 'The delivery was late and the box was crushed.'"]
 # Ray's token authentication, as a production cluster runs it: one secret shared by the nodes and the driver.
 AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RayNode:
@@ -80,7 +79,9 @@ class RayNode:
         else:
             args += [f"--address={head_address}"]
         self.name, self.log = name, (log_dir / f"ray-{name}.log").open("w")
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | NODE_ENV | AUTH
+        # Each node's HAProxy gets ports and files of its own: the defaults, or ones inherited from another
+        # Ray instance's environment, may be taken.
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | NODE_ENV | AUTH | proxy_env()
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from serve.proxy_env import proxy_env
 from serve.settings import ConfigError, load_settings
 
 cli = typer.Typer(help="Tierwise: answer every LLM request on the cheapest tier that answers it well.",
@@ -41,6 +42,9 @@ def serve(config: Optional[Path] = ConfigOption,
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", str(settings.http.drain_s))
+    # HAProxy's ports and files of its own: another Ray instance on this machine keeps its own.
+    for name, value in proxy_env().items():
+        os.environ.setdefault(name, value)
     import ray
     from ray import serve as ray_serve
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
+
+from serve.proxy_env import proxy_env
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -15,12 +16,9 @@ os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 # Serve holds a stopping ingress replica open for 30 s by default (for external load balancers); the tests'
 # HAProxy needs none of that, and every session would wait it out at teardown.
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-# HAProxy's stats and metrics pages default to fixed ports (8404, 9101), where a running `make serve`
-# would clash.
-for _name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-    with socket.socket() as _s:
-        _s.bind(("127.0.0.1", 0))
-        os.environ.setdefault(_name, str(_s.getsockname()[1]))
+# HAProxy's ports and files of its own (serve/proxy_env.py): a running `make serve` keeps its own.
+for _name, _value in proxy_env().items():
+    os.environ.setdefault(_name, _value)
 
 from models.router import Router  # noqa: E402
 from models.tier1 import Tier1Models  # noqa: E402
@@ -43,3 +41,9 @@ def router(settings) -> Router:
 def tier1(settings) -> Tier1Models:
     """The tier-1 models, in-process."""
     return Tier1Models.from_settings(settings)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked ``own_ray`` run first: they start Ray instances of their own, and one sharing the machine
+    with the integration tests' cluster has been seen cutting a request in flight while it stopped."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is None)

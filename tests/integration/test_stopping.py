@@ -15,10 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve.proxy_env import proxy_env
 from tests.integration.conftest import free_port, wait_ready
 
 GRACE_PERIOD_S = 30
 IN_FLIGHT_S = 4.0
+SETTLE_S = 8.0
+
+pytestmark = pytest.mark.own_ray
+
 
 
 @pytest.fixture()
@@ -31,15 +36,24 @@ def gateway(provider, tmp_path):
         "TIERWISE_TIER3__PROVIDERS": json.dumps([{
             "name": "fake", "base_url": provider.base_url, "model": "fake-frontier",
             "api_key_env": "TIERWISE_TEST_NO_KEY", "allow_no_key": True, "timeout_s": 20, "max_retries": 0}]),
-        # This HAProxy's own ports: the test cluster's are taken.
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        # Its replicas' ports (Serve counts up from 30000 and 40000 on each instance: the test cluster's
+        # replicas hold the first ones).
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "28000", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "28999",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "29000", "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "29999",
     }
     env.pop("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", None)  # the gateway's own http.drain_s applies
+    for name in proxy_env():
+        env.pop(name, None)  # `tierwise serve` gives its HAProxy ports and files of its own
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([str(Path(sys.executable).with_name("tierwise")), "serve"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=240)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["store_backend"] == "memory"
+        # Serve answers through its fallback proxy until the replica registers, then reloads HAProxy; a
+        # connection still held by the superseded HAProxy process is cut when Serve stops: this test is about
+        # a gateway in service, not one starting.
+        time.sleep(SETTLE_S)
         yield proc, f"http://127.0.0.1:{port}"
     finally:
         if proc.poll() is None:
