@@ -20,6 +20,8 @@ from serve.settings import ConfigError, load_settings
 cli = typer.Typer(help="Tierwise: answer every LLM request on the cheapest tier that answers it well.",
                   no_args_is_help=True)
 console = Console(stderr=True)
+# The Serve application `tierwise serve` runs.
+APP_NAME = "tierwise"
 ConfigOption = typer.Option(None, "--config", "-c", help="Settings YAML (default: configs/tierwise.yaml or "
                                                          "$TIERWISE_CONFIG)")
 
@@ -53,7 +55,7 @@ def serve(config: Optional[Path] = ConfigOption,
     logging.basicConfig(level=logging.INFO)
     ray.init(address=os.environ.get("RAY_ADDRESS", "local"), include_dashboard=False)
     ray_serve.start(http_options={"host": host or settings.http.host, "port": port or settings.http.port})
-    ray_serve.run(build_app(settings), name="tierwise", route_prefix="/")
+    ray_serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     url = f"http://{host or settings.http.host}:{port or settings.http.port}"
     _report_readiness(url)
     console.print(f"Tierwise is serving on {url} (Ctrl-C stops it)")
@@ -68,6 +70,10 @@ def serve(config: Optional[Path] = ConfigOption,
         # would leave it holding the port.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The application first, with the proxy still up: its replicas drain (http.drain_s) and finish their
+        # requests in flight (capacity.graceful_shutdown_timeout_s). serve.shutdown() alone stops HAProxy at
+        # once, cutting the connections of those requests.
+        ray_serve.delete(APP_NAME)
         ray_serve.shutdown()
         ray.shutdown()
 
