@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from deployments.tier2 import placement_problem
-from serve.settings import REPO_ROOT, ConfigError, Settings, Tier2ModelSettings, _problems, _Section, load_settings
+from serve.settings import REPO_ROOT, ConfigError, Settings, Tier2ModelSettings, _problems, _Section, load_settings, read_yaml_mapping
 
 DEFAULT_K8S_CONFIG = REPO_ROOT / "configs" / "k8s.yaml"
 DEFAULT_MANIFEST = REPO_ROOT / "k8s" / "rayservice.yaml"
@@ -234,14 +234,7 @@ class K8sSettings(_Section):
 def load_k8s_settings(path: Path | str = DEFAULT_K8S_CONFIG) -> K8sSettings:
     """Read and validate the cluster's settings; raise :class:`ConfigError` naming the file and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    data = read_yaml_mapping(path, "settings")
     try:
         return K8sSettings.model_validate(data)
     except ValidationError as exc:

@@ -527,18 +527,24 @@ def _resolve_relative(data: dict, base: Path) -> None:
             data[section][key] = str((base / value).resolve())
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """The YAML mapping in ``path`` ({} for an empty file); :class:`ConfigError` naming the file when it is
+    missing, not YAML, or not a mapping of ``what``."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of {what}")
+    return data or {}
+
+
 def load_settings(path: Path | str | None = None) -> Settings:
     """Read and validate the settings; raise :class:`ConfigError` naming the file and the field."""
     config_path = Path(path or os.environ.get("TIERWISE_CONFIG", DEFAULT_CONFIG))
-    if not config_path.is_file():
-        raise ConfigError(f"{config_path}: config file not found")
-    try:
-        data = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{config_path}: the top level must be a mapping of sections")
-    data = data or {}
+    data = read_yaml_mapping(config_path, "sections")
     _resolve_relative(data, config_path.parent)
     try:
         return Settings(**data)

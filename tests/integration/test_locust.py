@@ -13,23 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from models import datasets as ds
+from tests.support.datasets import needs_datasets
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_SECONDS = 15
 
 
-def _have_datasets() -> bool:
-    try:
-        ds.datasets_dir()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _have_datasets(), reason="the data folder ($TIERWISE_DATASETS) is not here")
+@needs_datasets
 def test_locust_mixed_workload_has_no_failures(base_url, tmp_path):
     assert base_url.startswith("http://127.0.0.1:")
     command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless",

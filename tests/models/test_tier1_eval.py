@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from models import datasets as ds
 from models.tier1_eval import run_report
+from tests.support.datasets import needs_datasets
 
 
-def _have_datasets() -> bool:
-    try:
-        ds.datasets_dir()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _have_datasets(), reason="the data folder ($TIERWISE_DATASETS) is not here")
+@needs_datasets
 def test_report_smoke_run(settings, tmp_path):
     figures = run_report(settings, tmp_path, max_requests=40, limit=40)
     written = json.loads((tmp_path / "figures.json").read_text())
