@@ -14,7 +14,7 @@ from serve.pricing import PriceTable
 from serve.protocol import TierwiseInfo
 from serve.store import StoreUnavailable
 from serve.tokens import Tokenizers
-from serve.turns import Answer, Caller
+from serve.turns import Answer, Caller, Turn
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,12 @@ class Accounting:
             return counter.count_messages(messages)
         return await asyncio.to_thread(counter.count_messages, messages)
 
-    async def baseline_prompt(self, messages: list[dict]) -> int:
-        """Prompt tokens the reference frontier model would have read for the whole conversation."""
-        return await self.count_prompt(self.prices.reference_model, messages)
+    async def baseline_prompt(self, turn: Turn) -> int:
+        """Prompt tokens the reference frontier model would have read for the turn's whole conversation
+        (counted once per turn)."""
+        if turn.baseline_prompt_tokens is None:
+            turn.baseline_prompt_tokens = await self.count_prompt(self.prices.reference_model, turn.messages)
+        return turn.baseline_prompt_tokens
 
     # -- cost ---------------------------------------------------------------------------------------
 

@@ -241,8 +241,7 @@ class ServingChat:
         turn = await self.prepare(request, conversation_id, caller)
         turn.request_id = request_id
         if caller.policy.limited:
-            await self.tenancy.admit(caller, await self.accounting.count_prompt(
-                self.accounting.prices.reference_model, turn.messages))
+            await self.tenancy.admit(caller, await self.accounting.baseline_prompt(turn))
         decision, choice = await self.decide(turn)
         if choice.tier == 1:
             tier1_answer = await self.tier1.answer(decision.tier1_request(turn.view.user))
@@ -376,7 +375,7 @@ class ServingChat:
         return Answer(answer.content, answer.model, prompt,
                       answer.completion_tokens or await self.accounting.count(model, answer.content),
                       finish_reason=answer.finish_reason,
-                      baseline_prompt_tokens=await self.accounting.baseline_prompt(turn.messages)
+                      baseline_prompt_tokens=await self.accounting.baseline_prompt(turn)
                       if outcome.fitted.summarised else None,
                       price_model=model)
 

@@ -62,4 +62,4 @@ class Tier1Service:
         model = self.models.tier1_model
         return Answer(content, model, ans.input_tokens, await self.accounting.count(model, content),
                       result={"task": ans.task, "confidence": round(ans.confidence, 4), **ans.result},
-                      baseline_prompt_tokens=await self.accounting.baseline_prompt(turn.messages))
+                      baseline_prompt_tokens=await self.accounting.baseline_prompt(turn))

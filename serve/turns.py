@@ -46,6 +46,10 @@ class Turn:
     # Set when the tenant's policy redacts PII for tier 3: the placeholders, and the messages tier 3 reads.
     redactor: Redactor | None = None
     redacted_messages: list[dict] | None = None
+    # The whole conversation's prompt tokens as the reference model reads it, once counted
+    # (:meth:`serve.accounting.Accounting.baseline_prompt`): a limited tenant's admission and the baseline
+    # price both need it.
+    baseline_prompt_tokens: int | None = None
 
     @property
     def tenant(self) -> str:
