@@ -22,10 +22,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
-$(ENCODER): $(VENV)/.installed models/encoder_export.py models/quantize.py models/multitask.py models/heads/encoder.safetensors
+$(ENCODER): $(VENV)/.installed models/training/export.py models/training/quantize.py models/training/multitask.py models/heads/encoder.safetensors
 	$(VENV)/bin/tierwise export-encoder --force
 
-$(TINY_LLM): $(VENV)/.installed models/tiny_llm.py
+$(TINY_LLM): $(VENV)/.installed models/training/tiny_llm.py
 	$(VENV)/bin/tierwise build-tiny-llm --force
 
 serve: setup

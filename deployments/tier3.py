@@ -1,4 +1,4 @@
-"""Tier 3's Ray Serve deployment: a thin wrapper over :class:`serve.tier3_client.Tier3Client`, so that the
+"""Tier 3's Ray Serve deployment: a thin wrapper over :class:`serve.tiers.tier3_client.Tier3Client`, so that the
 provider connections, retries and circuit breakers of every gateway replica are shared by the forwarder's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from ray import serve
 
 from serve.settings import ProviderSettings
-from serve.tier3_client import Completion, Tier3Client
+from serve.tiers.tier3_client import Completion, Tier3Client
 
 
 @serve.deployment(name="Tier3Forwarder", ray_actor_options={"num_cpus": 0})

@@ -336,8 +336,8 @@ def load_torch_encoder():
     import torch
 
     try:
-        from models.encoder_export import DELTA_PATH
-        from models.multitask import load_encoder
+        from models.training.export import DELTA_PATH
+        from models.training.multitask import load_encoder
 
         return load_encoder(DELTA_PATH), "fine-tuned weights (all-MiniLM-L6-v2 + models/heads/encoder.safetensors)"
     except Exception as exc:  # noqa: BLE001 - any failure means: no packaged model here
@@ -401,7 +401,7 @@ def torch_runner(model, ids: np.ndarray, types: np.ndarray, device: str, variant
 def onnx_agreement(model, ids: np.ndarray, types: np.ndarray, device: str, model_dir: Path) -> str | None:
     """How close the torch encoder's hidden states are to the fp32 ONNX export's on a few texts (None
     when the export or onnxruntime is absent): the torch mode then times the model the router runs."""
-    from models.encoder_export import FUSED_NAME
+    from models.training.export import FUSED_NAME
 
     path = Path(model_dir) / FUSED_NAME
     try:

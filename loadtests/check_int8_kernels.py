@@ -77,7 +77,7 @@ for i, text in enumerate(texts):
     np.save(out / f"pooled_{i:02d}.npy", pooled)
 '''
 
-REPORT_SNIPPET = "import json; from models.quantize import kernel_report; print(json.dumps(kernel_report()))"
+REPORT_SNIPPET = "import json; from models.training.quantize import kernel_report; print(json.dumps(kernel_report()))"
 
 
 def qemu_binary() -> str | None:

@@ -44,7 +44,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from serve.proxy_env import free_port, proxy_env  # noqa: E402
+from serve.ops.proxy_env import free_port, proxy_env  # noqa: E402
 
 RAY = str(Path(sys.executable).with_name("ray"))
 REDIS_URL = "redis://127.0.0.1:6379/13"

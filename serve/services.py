@@ -6,22 +6,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployments.tier2 import Tier2Pool
-from serve.accounting import Accounting
-from serve.auth import KeyLookup
-from serve.pii import PiiScanner
-from serve.pricing import PriceTable
-from serve.serving_chat import ServingChat
-from serve.serving_health import ServingHealth
-from serve.serving_models import ServingModels
-from serve.serving_tasks import ServingTasks
-from serve.serving_usage import ServingUsage
+from serve.tenancy.accounting import Accounting
+from serve.tenancy.auth import KeyLookup
+from serve.tenancy.pii import PiiScanner
+from serve.tenancy.pricing import PriceTable
+from serve.api.serving_chat import ServingChat
+from serve.api.serving_health import ServingHealth
+from serve.api.serving_models import ServingModels
+from serve.api.serving_tasks import ServingTasks
+from serve.api.serving_usage import ServingUsage
 from serve.settings import Settings
 from serve.store import ConversationStore
-from serve.tenancy import Tenancy
-from serve.tier1_serving import Tier1Service
-from serve.tier2_serving import Tier2Service
-from serve.tier3_serving import Tier3Service
-from serve.tokens import Tokenizers
+from serve.tenancy.admission import Tenancy
+from serve.tiers.tier1 import Tier1Service
+from serve.tiers.tier2 import Tier2Service
+from serve.tiers.tier3 import Tier3Service
+from serve.tenancy.tokens import Tokenizers
 
 
 @dataclass
@@ -59,8 +59,8 @@ def build_local_services(settings: Settings, router_model, tier1_models, tier3_u
     tier-1 evaluation and the tests drive the API with (no Ray, no Redis)."""
     from deployments.router import InProcessRouter
     from deployments.tier1 import InProcessTier1
-    from serve.ledger import MemoryLedger
-    from serve.limits import MemoryLimiter
+    from serve.tenancy.ledger import MemoryLedger
+    from serve.tenancy.limits import MemoryLimiter
     from serve.store import MemoryConversationStore
 
     return build_services(settings, router=InProcessRouter(router_model), tier1=InProcessTier1(tier1_models),

@@ -19,9 +19,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from models.calibration import CALIBRATED_HEADS
-from serve.auth import TENANT
-from serve.limits import TenantLimits
-from serve.tokens import TokenSettings
+from serve.tenancy.auth import TENANT
+from serve.tenancy.limits import TenantLimits
+from serve.tenancy.tokens import TokenSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "tierwise.yaml"
@@ -388,7 +388,7 @@ PiiPolicy = Literal["allow", "keep_in_cluster", "redact"]
 
 
 class TenantPolicy(TenantLimits):
-    """What one tenant may spend (the limits of :class:`serve.limits.TenantLimits`; unset is unlimited) and
+    """What one tenant may spend (the limits of :class:`serve.tenancy.limits.TenantLimits`; unset is unlimited) and
     where its personal data may go."""
 
     # Requests whose messages carry PII (e-mails, phone, card and account numbers, names, street addresses):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from serve.proxy_env import proxy_env
+from serve.ops.proxy_env import proxy_env
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

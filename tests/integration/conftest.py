@@ -137,7 +137,7 @@ def client(base_url) -> openai.OpenAI:
 @pytest.fixture(scope="session")
 def make_key(cluster):
     """``make_key(tenant, admin=False)``: a new API key of the main application."""
-    from serve.auth import KeyAdmin
+    from serve.tenancy.auth import KeyAdmin
 
     admin = KeyAdmin(REDIS_DB_URL, cluster["prefix"])
     return lambda tenant, admin_key=False: admin.create(tenant, admin_key)[1]

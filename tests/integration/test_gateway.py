@@ -420,7 +420,7 @@ def test_non_english_goes_to_tier3(client, provider):
 
 
 def test_two_tenants_sending_one_conversation_id_over_http_stay_apart(cluster, base_url, provider, redis_db):
-    from serve.auth import KeyAdmin
+    from serve.tenancy.auth import KeyAdmin
     from tests.integration.conftest import REDIS_DB_URL
 
     admin = KeyAdmin(REDIS_DB_URL, cluster["prefix"])

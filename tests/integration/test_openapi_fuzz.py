@@ -17,7 +17,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from serve.api import app
+from serve.api.routes import app
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Bounded, so the suite's time stays predictable: every operation gets this many generated cases.

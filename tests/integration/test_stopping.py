@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve.proxy_env import proxy_env
+from serve.ops.proxy_env import proxy_env
 from tests.integration.conftest import free_port, wait_ready
 
 GRACE_PERIOD_S = 30

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.k8s import (DEFAULT_K8S_CONFIG, DEFAULT_MANIFEST, K8sSettings, load_cluster_settings, load_k8s_settings,
+from serve.ops.k8s.render import (DEFAULT_K8S_CONFIG, DEFAULT_MANIFEST, K8sSettings, load_cluster_settings, load_k8s_settings,
                        render)
 from serve.settings import Settings
 from tests.k8s.support import load_documents

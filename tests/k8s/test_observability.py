@@ -1,4 +1,4 @@
-"""Monitoring: the Grafana dashboard queries only metrics Tierwise and Serve export (serve.k8s.DASHBOARD_METRICS),
+"""Monitoring: the Grafana dashboard queries only metrics Tierwise and Serve export (serve.ops.k8s.render.DASHBOARD_METRICS),
 and the Prometheus scrape config and PodMonitor find the metrics port the RayService's pods open."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from serve.k8s import DASHBOARD_METRICS, METRICS_PORT, PART_OF
+from serve.ops.k8s.render import DASHBOARD_METRICS, METRICS_PORT, PART_OF
 from tests.k8s.support import K8S_DIR, load_documents, pod_templates, promql_metric_names
 
 DASHBOARD = K8S_DIR / "grafana" / "tierwise.json"
@@ -40,7 +40,7 @@ def test_dashboard_queries_only_known_metrics(dashboard):
             names = promql_metric_names(target["expr"])
             assert names, f"{panel['title']}: no metric in {target['expr']!r}"
             unknown = names - DASHBOARD_METRICS
-            assert not unknown, f"{panel['title']}: {sorted(unknown)} are not in serve.k8s.DASHBOARD_METRICS"
+            assert not unknown, f"{panel['title']}: {sorted(unknown)} are not in serve.ops.k8s.render.DASHBOARD_METRICS"
             used |= names
     # And every metric in the list has a panel.
     assert used == DASHBOARD_METRICS, sorted(DASHBOARD_METRICS - used)

@@ -16,7 +16,7 @@ from ray.serve.schema import ServeDeploySchema
 from typer.testing import CliRunner
 
 from serve.cli import cli
-from serve.k8s import (
+from serve.ops.k8s.render import (
     APP_NAME, CPU_GROUP, DEFAULT_K8S_CONFIG, DEFAULT_MANIFEST, IMPORT_PATH, METRICS_PORT, RayService, check_cluster,
     drift, load_k8s_settings, minimum_resources, render,
 )

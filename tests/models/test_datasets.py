@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import datasets as ds
+from models.training import datasets as ds
 
 
 @pytest.fixture()
@@ -45,7 +45,7 @@ def test_missing_folder_is_named(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_fine_tuning_rows_from_the_shared_folder():
-    from models.finetune import TrainConfig, build_samples
+    from models.training.finetune import TrainConfig, build_samples
     from models.labels import TASKS
 
     samples, labels = build_samples(TrainConfig())

@@ -11,7 +11,7 @@ import pytest
 from models.encoder import Encoder, casing_types, load_tokenizer, word_offsets
 from models.labels import TASKS
 from models.router import ASKED_TIER1, asked_task
-from models.tier1_eval import REFERENCE_HEADS, encoder_outputs
+from models.training.fixtures import REFERENCE_HEADS, encoder_outputs
 
 # The stated tolerances (README, "Models"): int8 against fp32 (calibrated probabilities within 0.2, every
 # answer kept at its head's threshold the same), and int8 on one machine against another (the same numbers).

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from models.quality_calibration import (RoutedRequest, TierPrices, calibrate, cost_per_1k, mix, read_requests,
+from models.training.thresholds import (RoutedRequest, TierPrices, calibrate, cost_per_1k, mix, read_requests,
                                         threshold_for_budget, threshold_for_tier3_share, write_threshold)
 
 PRICES = TierPrices(tier1=(0.0035, 0.0), tier2=(0.1, 0.4), tier3=(2.5, 10.0))

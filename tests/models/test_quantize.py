@@ -17,7 +17,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from models.quantize import (  # noqa: E402
+from models.training.quantize import (  # noqa: E402
     INT16_MAX,
     QUANT_SETTINGS,
     kernel_report,

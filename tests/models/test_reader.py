@@ -115,7 +115,7 @@ def test_no_payload_run_means_no_payload():
 
 def test_trained_reading_on_held_out_fixture_requests(router):
     """The fixture holds 200 requests of the held-out split (templates and texts never trained on)."""
-    from models.instruction_data import read_fixture
+    from models.training.requests.render import read_fixture
     from models.request import reader_text
     from models.router import LABEL_TASKS, asked_task
 

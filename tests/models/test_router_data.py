@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.router_data import Row, duplicate_clusters, group_split, leak_check, normalise
+from models.training.dedup import Row, duplicate_clusters, group_split, leak_check, normalise
 
 QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many "

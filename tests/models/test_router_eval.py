@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 
-from models.router_eval import Benchmark, curve_figures, run_report, strip_shared_preamble, subset, weak_falls_short
+from models.evaluation.router import curve_figures, run_report, subset, weak_falls_short
+from models.training.benchmarks import Benchmark, strip_shared_preamble
 
 
 def test_the_label_is_the_strong_model_doing_better():

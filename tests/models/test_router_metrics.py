@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.router_metrics import OperatingPoint, aiq, apgr, cpt, nondecreasing_hull, oracle_point, routellm_points
+from models.evaluation.metrics import OperatingPoint, aiq, apgr, cpt, nondecreasing_hull, oracle_point, routellm_points
 
 
 def points(*pairs) -> list[OperatingPoint]:
@@ -59,7 +59,7 @@ def test_the_oracle_takes_the_cheapest_right_model():
 
 
 def test_under_and_over_routing_rates_from_a_confusion_matrix():
-    from models.router_eval import over_rate, under_rate
+    from models.evaluation.router import over_rate, under_rate
 
     # Rows: expected tier 1-3; columns: no route, tier 1, tier 2, tier 3.
     counts = [[0, 8, 1, 1], [1, 2, 6, 1], [0, 1, 3, 6]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.router_peer import PEER_VENV, PeerUnavailable, semantic_router_figures
+from models.evaluation.peer import PEER_VENV, PeerUnavailable, semantic_router_figures
 
 TIER1 = ["Is this review positive or negative? 'The food was cold.'", "Classify the topic: 'Stocks fell 3% today.'",
          "Which intent is this: 'I lost my card'?", "Sentiment of 'great phone, love it'?",
@@ -33,7 +33,7 @@ def test_a_missing_peer_venv_says_to_run_make_peer(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (PEER_VENV / ".installed").exists(), reason="the peer venv is not built: run `make peer`")
 def test_the_peer_routes_a_tiny_split():
-    from models.encoder_export import packaged_model_dir
+    from models.training.export import packaged_model_dir
 
     rows = [(text, tier) for tier, texts in ((1, TIER1), (2, TIER2), (3, TIER3)) for text in texts]
     test = [(text, tier) for text, tier in rows[::3]][:10]

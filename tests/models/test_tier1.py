@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import datasets as ds
+from models.training import datasets as ds
 from models.request import ParsedRequest
 from models.router import RouteInput
 from models.tier1 import Tier1Models, Tier1Request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from models.tier1_eval import run_report
+from models.evaluation.tier1 import run_report
 from tests.support.datasets import needs_datasets
 
 

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from serve import api
+from serve.api.routes import routes as api
 from serve.settings import TenantPolicy
-from serve.turns import Caller
+from serve.api.turns import Caller
 
 
 class _Tenancy:

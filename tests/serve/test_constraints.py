@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.request import RequestView
-from serve.constraints import tier1_blocker
+from serve.tiers.constraints import tier1_blocker
 
 EN = {"en"}
 

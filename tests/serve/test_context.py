@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.tiny_llm import build_tiny_llm
-from serve.context import SUMMARY_PREFIX, byte_bound, chunks_within, fit_to_window, transcript
+from models.training.tiny_llm import build_tiny_llm
+from serve.tiers.context import SUMMARY_PREFIX, byte_bound, chunks_within, fit_to_window, transcript
 from serve.settings import REPO_ROOT
 
 

@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 import pytest
 import pytest_asyncio
 
-from serve.ledger import MemoryLedger, RedisLedger, UsageEntry
+from serve.tenancy.ledger import MemoryLedger, RedisLedger, UsageEntry
 from serve.store import StoreUnavailable
 from tests.support.redis_scratch import DEAD_URL, REDIS_URL, redis_scratch
 

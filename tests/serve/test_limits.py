@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
-from serve.limits import LimitExceeded, MemoryLimiter, RedisLimiter, TenantLimits
+from serve.tenancy.limits import LimitExceeded, MemoryLimiter, RedisLimiter, TenantLimits
 from serve.store import StoreUnavailable
 from tests.support.redis_scratch import DEAD_URL, REDIS_URL, redis_scratch
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from models.entities import Entity
-from serve.pii import (Redactor, StreamRestorer, accounts, addresses, cards, conversation_pii, emails, find_pii,
+from serve.tenancy.pii import (Redactor, StreamRestorer, accounts, addresses, cards, conversation_pii, emails, find_pii,
                        iban_valid, luhn_valid, message_texts, phones)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serve.policy import TierChoice, choose_tier, escalate, rank_tier2, resolve_available
+from serve.tiers.policy import TierChoice, choose_tier, escalate, rank_tier2, resolve_available
 
 
 def test_router_proposal_passes_through():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.pricing import PriceTable
+from serve.tenancy.pricing import PriceTable
 
 
 def test_costs_and_baseline(settings):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from serve.errors import ApiError, parse_body
-from serve.protocol import ChatCompletionRequest, new_records, request_view
+from serve.api.errors import ApiError, parse_body
+from serve.api.protocol import ChatCompletionRequest, new_records, request_view
 
 IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}}
 AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}

@@ -9,20 +9,20 @@ import json
 
 import pytest
 
-from serve.tier3_client import Completion
+from serve.tiers.tier3_client import Completion
 from models.request import ParsedRequest
 from models.tier1 import Tier1Answer as Answer
 from models.router import RouteDecision, RouteInput
-from serve.errors import ApiError, parse_body
-from serve.pricing import PriceTable
-from serve.protocol import ChatCompletionRequest, TierwiseInfo
-from serve.ledger import MemoryLedger
-from serve.limits import MemoryLimiter
+from serve.api.errors import ApiError, parse_body
+from serve.tenancy.pricing import PriceTable
+from serve.api.protocol import ChatCompletionRequest, TierwiseInfo
+from serve.tenancy.ledger import MemoryLedger
+from serve.tenancy.limits import MemoryLimiter
 from serve.services import GatewayServices, build_services, tokenizers_for
 from serve.settings import TenantPolicy
 from serve.store import MemoryConversationStore
-from serve.tier3_serving import Tier3Service
-from serve.turns import Caller, merge_tool_call_deltas
+from serve.tiers.tier3 import Tier3Service
+from serve.api.turns import Caller, merge_tool_call_deltas
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -340,7 +340,7 @@ async def test_an_unplaced_tier2_model_sends_its_traffic_up_and_says_why(make, s
 
 async def test_a_prompt_no_tier2_window_takes_goes_to_tier3_or_is_a_400(make):
     from deployments.tier2 import Tier2Failure
-    from serve.policy import TierChoice
+    from serve.tiers.policy import TierChoice
 
     too_long = Tier2Failure("too_long", "the conversation does not fit any tier-2 window: tiny (1024 tokens)")
     svc = make()
@@ -358,7 +358,7 @@ async def test_a_prompt_no_tier2_window_takes_goes_to_tier3_or_is_a_400(make):
 @pytest.mark.parametrize("cause,status", [("overload", 503), ("timeout", 504), ("failure", 502)])
 async def test_tier2_failures_without_a_tier_above_are_errors_that_say_so(make, cause, status):
     from deployments.tier2 import Tier2Failure
-    from serve.policy import TierChoice
+    from serve.tiers.policy import TierChoice
 
     svc = make(tier3=False)
     svc.services.models.available = {1, 2, 3}
@@ -406,7 +406,7 @@ async def test_route_names_the_tier2_model_chat_would_try_first(make, settings):
 @pytest.mark.parametrize("status,expected", [(400, 400), (422, 422), (401, 502), (403, 502), (404, 502), (429, 502),
                                              (None, 502)])
 def test_a_provider_refusing_tierwise_is_the_gateways_upstream_error_not_the_clients(status, expected):
-    from serve.tier3_client import Tier3Unavailable
+    from serve.tiers.tier3_client import Tier3Unavailable
 
     info = TierwiseInfo(tier=3, model="m", task="reasoning", reason="r", confidence=0.9)
     err = Tier3Service.upstream_error(Tier3Unavailable("nope", status=status, provider="a"), info)

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from models.tier1 import Tier1Models
-from serve.errors import ApiError, parse_body
-from serve.protocol import ChatCompletionRequest
-from serve.serving_chat import ServingChat
+from serve.api.errors import ApiError, parse_body
+from serve.api.protocol import ChatCompletionRequest
+from serve.api.serving_chat import ServingChat
 from serve.services import build_local_services
 from serve.settings import TenantPolicy
-from serve.turns import Caller
+from serve.api.turns import Caller
 
 UNCONFIGURED = "No tier-3 provider is configured."
 SENTIMENT = "Classify the sentiment as positive, negative or neutral: 'I love this phone.'"

@@ -8,7 +8,7 @@ import time
 import pytest
 import pytest_asyncio
 
-from serve.tier3_client import Tier3Client, Tier3NotConfigured, Tier3Unavailable
+from serve.tiers.tier3_client import Tier3Client, Tier3NotConfigured, Tier3Unavailable
 from serve.settings import ProviderSettings
 from tests.support.fake_openai import FakeOpenAIServer
 

@@ -13,8 +13,8 @@ import pytest
 import tiktoken
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from serve import tokens
-from serve.tokens import CL100K, ESTIMATE, LLAMA3, O200K, QWEN, Tokenizers, family_of
+from serve.tenancy.admission import tokens
+from serve.tenancy.tokens import CL100K, ESTIMATE, LLAMA3, O200K, QWEN, Tokenizers, family_of
 
 
 @pytest.fixture(scope="module")

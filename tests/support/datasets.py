@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import datasets as ds
+from models.training import datasets as ds
 
 
 def have_datasets() -> bool:
