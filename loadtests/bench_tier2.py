@@ -60,7 +60,7 @@ async def direct(handle, prompt: str, max_tokens: int) -> dict:
     """Stream from the deployment through a handle, as the gateway itself does."""
     from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
-    from deployments.tier2 import StreamParser
+    from serve.tiers.tier2_client import StreamParser
 
     request = ChatCompletionRequest(model="tiny-llama", messages=[{"role": "user", "content": prompt}],
                                     max_tokens=max_tokens, stream=True, ignore_eos=True,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import ray
@@ -14,20 +15,22 @@ from ray.serve import Application
 
 from deployments.router import InProcessRouter, RouterDeployment, RouterHandle
 from deployments.tier1 import InProcessTier1, Tier1Handle, Tier1Pool
-from deployments.tier2 import Tier2Pool, build_tier2
+from deployments.tier2 import build_tier2
 from deployments.tier3 import Tier3Forwarder
-from serve.api.routes import app as fastapi_app
 from models.encoder import cuda_available
 from models.router import Router
 from models.tier1 import Tier1Models
+from serve.api.routes import app as fastapi_app
 from serve.api.routes import bind_services
+from serve.services import build_services, tokenizers_for
+from serve.settings import Settings, load_settings
+from serve.store import open_store
 from serve.tenancy.auth import KeyLookup
 from serve.tenancy.ledger import MemoryLedger, RedisLedger
 from serve.tenancy.limits import MemoryLimiter, RedisLimiter
 from serve.tenancy.pricing import PriceTable
-from serve.services import build_services, tokenizers_for
-from serve.settings import Settings, load_settings
-from serve.store import open_store
+from serve.tiers.tier2_client import Tier2Pool
+from serve.tiers.tier3_client import Tier3Client
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +120,8 @@ def build_app(settings: Settings) -> Application:
                                   max_ongoing_requests=max(2 * b.max_batch_size, 16)).bind(settings)
     gateway = Gateway.options(ray_actor_options={"num_cpus": settings.http.num_cpus},
                               **settings.http.capacity.options())
-    tier3 = Tier3Forwarder.options(**settings.tier3.capacity.options()).bind(settings.tier3.providers)
+    tier3 = Tier3Forwarder.options(**settings.tier3.capacity.options()).bind(
+        functools.partial(Tier3Client, settings.tier3.providers))
     tier2, unplaced = build_tier2(settings.tier2, cluster_resources()) if settings.tier2.models else ({}, {})
     return gateway.bind(settings, router, tier1, tier3, tier2, unplaced)
 

@@ -5,11 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployments.tier2 import Tier2Pool
-from serve.tenancy.accounting import Accounting
-from serve.tenancy.auth import KeyLookup
-from serve.tenancy.pii import PiiScanner
-from serve.tenancy.pricing import PriceTable
 from serve.api.serving_chat import ServingChat
 from serve.api.serving_health import ServingHealth
 from serve.api.serving_models import ServingModels
@@ -17,11 +12,16 @@ from serve.api.serving_tasks import ServingTasks
 from serve.api.serving_usage import ServingUsage
 from serve.settings import Settings
 from serve.store import ConversationStore
+from serve.tenancy.accounting import Accounting
 from serve.tenancy.admission import Tenancy
+from serve.tenancy.auth import KeyLookup
+from serve.tenancy.pii import PiiScanner
+from serve.tenancy.pricing import PriceTable
+from serve.tenancy.tokens import Tokenizers
 from serve.tiers.tier1 import Tier1Service
 from serve.tiers.tier2 import Tier2Service
+from serve.tiers.tier2_client import Tier2Pool
 from serve.tiers.tier3 import Tier3Service
-from serve.tenancy.tokens import Tokenizers
 
 
 @dataclass
@@ -59,9 +59,9 @@ def build_local_services(settings: Settings, router_model, tier1_models, tier3_u
     tier-1 evaluation and the tests drive the API with (no Ray, no Redis)."""
     from deployments.router import InProcessRouter
     from deployments.tier1 import InProcessTier1
+    from serve.store import MemoryConversationStore
     from serve.tenancy.ledger import MemoryLedger
     from serve.tenancy.limits import MemoryLimiter
-    from serve.store import MemoryConversationStore
 
     return build_services(settings, router=InProcessRouter(router_model), tier1=InProcessTier1(tier1_models),
                           tier3=None, tier3_unconfigured=tier3_unconfigured, store=MemoryConversationStore(),

@@ -15,9 +15,10 @@ from typing import Annotated, Literal
 
 import numpy as np
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from deployments.config import Section, Tier2Settings, describe_errors
 from models.calibration import CALIBRATED_HEADS
 from serve.tenancy.auth import TENANT
 from serve.tenancy.limits import TenantLimits
@@ -35,11 +36,7 @@ class ConfigError(Exception):
     """A configuration value is missing or invalid; the message names the file and the field."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EncoderSettings(_Section):
+class EncoderSettings(Section):
     """The shared MiniLM encoder."""
 
     model_dir: Path = REPO_ROOT / "models" / "artifacts" / "encoder"
@@ -48,7 +45,7 @@ class EncoderSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class BatchSettings(_Section):
+class BatchSettings(Section):
     """Replicas, CPU share and ``@serve.batch`` knobs of one batched deployment."""
 
     num_replicas: int = Field(1, ge=1)
@@ -57,7 +54,7 @@ class BatchSettings(_Section):
     batch_wait_timeout_s: float = Field(0.001, ge=0)
 
 
-class QualitySettings(_Section):
+class QualitySettings(Section):
     """The choice between tier 2 and tier 3 on predicted quality (``models/quality.py``)."""
 
     # Calibrated probability that a tier-2 model answers well enough (models/quality.py), which a
@@ -69,7 +66,7 @@ class QualitySettings(_Section):
     fitted: str = ""
 
 
-class RouterSettings(_Section):
+class RouterSettings(Section):
     """The learned router and its thresholds."""
 
     heads_dir: Path = REPO_ROOT / "models" / "heads"
@@ -84,7 +81,7 @@ class RouterSettings(_Section):
     quality: QualitySettings = QualitySettings()
 
 
-class Rule(_Section):
+class Rule(Section):
     """A pattern with a canned answer, checked before any model."""
 
     name: str
@@ -120,7 +117,7 @@ def _check_intent_response(text: str) -> str:
 IntentResponse = Annotated[str, AfterValidator(_check_intent_response)]
 
 
-class Tier1Settings(_Section):
+class Tier1Settings(Section):
     """Tier-1 micro-models, FAQ, rules, and what tier 1 may answer."""
 
     model_name: str = "tierwise-tier1"
@@ -154,7 +151,7 @@ class Tier1Settings(_Section):
         return languages
 
 
-class ProviderSettings(_Section):
+class ProviderSettings(Section):
     """One OpenAI-compatible provider for tier 3."""
 
     name: str
@@ -166,7 +163,7 @@ class ProviderSettings(_Section):
     allow_no_key: bool = False
 
 
-class AutoscalingSettings(_Section):
+class AutoscalingSettings(Section):
     """Serve's autoscaling of one deployment: replicas between the bounds, sized to keep each replica at
     about ``target_ongoing_requests``."""
 
@@ -181,7 +178,7 @@ class AutoscalingSettings(_Section):
         return self
 
 
-class CapacitySettings(_Section):
+class CapacitySettings(Section):
     """How much one deployment takes on: requests in flight per replica, and its replicas (fixed, or
     autoscaled when ``autoscaling`` is set)."""
 
@@ -208,149 +205,14 @@ class CapacitySettings(_Section):
         return common | {"num_replicas": self.num_replicas}
 
 
-class Tier3Settings(_Section):
+class Tier3Settings(Section):
     """Frontier providers, tried in order, and the forwarder's capacity."""
 
     providers: list[ProviderSettings] = []
     capacity: CapacitySettings = CapacitySettings()
 
 
-class LogprobCalibration(_Section):
-    """Platt scaling of an answer's mean token log-probability: P(good) = sigmoid(slope * mean + intercept),
-    fitted (``models.calibration.fit_platt``) on answers graded against references."""
-
-    slope: float
-    intercept: float
-    # What it was fitted on, so a reader of the config can judge it.
-    fitted_on: str = ""
-
-
-class AdapterSettings(_Section):
-    """A LoRA adapter over a tier-2 base model, served as ``<model>:<name>`` through Serve's multiplexing."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    tasks: list[str] = []
-    min_confidence: float | None = Field(None, ge=0, le=1)
-
-
-class Tier2ModelSettings(_Section):
-    """One tier-2 model: Ray Serve LLM's ``LLMConfig`` as its docs write it, and what Tierwise adds."""
-
-    # Passed to ``ray.serve.llm.LLMConfig``. Tierwise requires what a production deployment must not leave
-    # to defaults: the context length, prefix caching, and explicit autoscaling and queue bounds.
-    llm_config: dict
-    # Router tasks this model is fit for (empty: any); the policy picks among fitting models by load.
-    tasks: list[str] = []
-    # A local folder or an s3:// / gs:// / azure:// URI with one sub-folder per adapter (PEFT layout).
-    adapters_path: str | None = None
-    adapters: list[AdapterSettings] = []
-    # Escalate to tier 3 when the answer's calibrated confidence is below this (0: never on confidence).
-    min_confidence: float = Field(0.0, ge=0, le=1)
-    # Without a calibration the confidence is the geometric-mean token probability.
-    calibration: LogprobCalibration | None = None
-    # Output tokens a request may ask for (``max_tokens`` above it is a 400 naming it); default: the window.
-    max_output_tokens: int | None = Field(None, ge=1)
-    # The benchmark model whose quality head stands for this model's quality (the one closest to it in
-    # published scores); default: router.quality.tier2_as.
-    quality_as: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The model id clients and the gateway use."""
-        return self.llm_config["model_loading_config"]["model_id"]
-
-    @property
-    def context_window(self) -> int:
-        """Tokens the engine holds per sequence (vLLM's ``max_model_len``)."""
-        return int(self.llm_config["engine_kwargs"]["max_model_len"])
-
-    @property
-    def output_limit(self) -> int:
-        """The most output tokens one request may ask for."""
-        return min(self.max_output_tokens or self.context_window, self.context_window)
-
-    @property
-    def on_gpu(self) -> bool:
-        """Whether the model asks for GPUs (anything but ``accelerator_config: {kind: cpu}``)."""
-        return (self.llm_config.get("accelerator_config") or {}).get("kind") != "cpu"
-
-    @model_validator(mode="after")
-    def _complete_llm_config(self) -> "Tier2ModelSettings":
-        from deployments.tier2 import check_llm_config
-
-        check_llm_config(self)
-        return self
-
-
-class Tier2ModelsFile(_Section):
-    """The file ``tier2.models_file`` names: the tier-2 models, cheapest first."""
-
-    models: list[Tier2ModelSettings] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> "Tier2ModelsFile":
-        names = [m.name for m in self.models]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"model ids must be unique; repeated: {', '.join(duplicates)}")
-        return self
-
-
-class Tier2Settings(_Section):
-    """Self-hosted models on vLLM (Ray Serve LLM), and when tier 2 hands a request to tier 3."""
-
-    # YAML file of :class:`Tier2ModelsFile`; None: tier 2 is not deployed and its traffic goes to tier 3.
-    models_file: Path | None = None
-    # A whole non-streamed answer, and the first streamed token, must arrive within these.
-    timeout_s: float = Field(60.0, gt=0)
-    first_token_timeout_s: float = Field(15.0, gt=0)
-    # A stream's first tokens are held back until this many have arrived (or the stream ends, or
-    # hold_max_ms passes), so a low-confidence start escalates before the client has seen anything.
-    hold_tokens: int = Field(8, ge=0)
-    hold_max_ms: int = Field(500, ge=0)
-    # Tokens of output reserved in the window when a request sets no max_tokens.
-    default_output_reserve: int = Field(256, ge=1)
-    # Older turns that do not fit a model's window are summarised on tier 2 into at most this many tokens.
-    summary_max_tokens: int = Field(200, ge=16)
-    # `cluster`: a model whose minimum replicas the cluster's GPUs cannot hold when the app deploys is left
-    # out (reported in /readyz; its traffic goes to tier 3). `autoscaler`: every model is deployed and waits
-    # for the Ray autoscaler to add its GPU nodes, as on KubeRay, where GPU pods join after the app deploys
-    # (`tierwise k8s render` checks that the GPU groups can hold them).
-    placement: Literal["cluster", "autoscaler"] = "cluster"
-    models: list[Tier2ModelSettings] = []
-
-    @model_validator(mode="after")
-    def _load_models(self) -> "Tier2Settings":
-        if self.models_file is None or self.models:
-            return self
-        path = Path(self.models_file)
-        if not path.is_file():
-            raise ValueError(f"models_file: file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-            _resolve_model_paths(data, path.parent)
-            self.models = Tier2ModelsFile.model_validate(data).models
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-        except ValidationError as exc:
-            raise ValueError(f"{path}: {_problems(exc)}") from None
-        return self
-
-
-def _resolve_model_paths(data: dict, base: Path) -> None:
-    """Local model and adapter paths written ``./...`` or ``../...`` are relative to the models file (a bare
-    ``org/name`` would be a hub id, which Tierwise never loads)."""
-    for model in data.get("models") or []:
-        if not isinstance(model, dict):
-            continue
-        loading = (model.get("llm_config") or {}).get("model_loading_config") or {}
-        for holder, key in ((loading, "model_source"), (model, "adapters_path")):
-            value = holder.get(key)
-            if isinstance(value, str) and value.startswith(("./", "../")):
-                holder[key] = str((base / value).resolve())
-
-
-class StoreSettings(_Section):
+class StoreSettings(Section):
     """Conversation state."""
 
     backend: Literal["auto", "redis", "memory"] = "auto"
@@ -362,7 +224,7 @@ class StoreSettings(_Section):
     max_messages: int = Field(512, ge=2)
 
 
-class HttpSettings(_Section):
+class HttpSettings(Section):
     """The HTTP front and its input limits."""
 
     host: str = "127.0.0.1"
@@ -403,7 +265,7 @@ class TenantPolicy(TenantLimits):
                                            self.spend_per_day_usd))
 
 
-class TenantsFile(_Section):
+class TenantsFile(Section):
     """The file ``tenants.file`` names: the policy of tenants not listed, and each listed tenant's."""
 
     default: TenantPolicy = TenantPolicy()
@@ -427,7 +289,7 @@ class TenantSettings(TenantsFile):
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not valid YAML: {exc}") from exc
         except ValidationError as exc:
-            raise ValueError(f"{path}: {_problems(exc)}") from None
+            raise ValueError(f"{path}: {describe_errors(exc)}") from None
         if "default" not in self.model_fields_set:
             self.default = loaded.default
         self.tenants = loaded.tenants | self.tenants
@@ -438,13 +300,13 @@ class TenantSettings(TenantsFile):
         return self.tenants.get(tenant, self.default)
 
 
-class UsageSettings(_Section):
+class UsageSettings(Section):
     """The usage ledger behind ``GET /v1/usage``."""
 
     retention_days: int = Field(400, ge=1)
 
 
-class PricingSettings(_Section):
+class PricingSettings(Section):
     """Where the price table lives."""
 
     path: Path = REPO_ROOT / "configs" / "prices.yaml"
@@ -549,9 +411,6 @@ def load_settings(path: Path | str | None = None) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(f"{config_path}: {_problems(exc)} (fields may also come from TIERWISE_* variables)") from exc
+        raise ConfigError(f"{config_path}: {describe_errors(exc)} (fields may also come from TIERWISE_* variables)") from exc
 
 
-def _problems(exc: ValidationError) -> str:
-    """Each error of ``exc`` as ``field.path: message``."""
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors())

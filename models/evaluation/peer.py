@@ -67,7 +67,7 @@ def task_routing_rows(split: str) -> list[tuple[str, int, str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the peer on the task-routing split and print its figures (``--out`` keeps the full output)."""
     from models.training.datasets import sample
-    from models.training.export import packaged_model_dir
+    from models.training.base_model import packaged_model_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the full output, per-row tiers included, here")

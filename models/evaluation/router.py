@@ -266,7 +266,7 @@ def task_routing_figures(router, policy_settings, limit: int | None = None) -> d
 def peer_figures(limit: int | None = None) -> dict | None:
     """semantic-router 1.1.1 on the same task-routing rows (its routes from the training split), or None
     with the reason logged when its venv is not built (``make peer``)."""
-    from models.training.export import packaged_model_dir
+    from models.training.base_model import packaged_model_dir
     from models.evaluation.peer import PeerUnavailable, semantic_router_figures, task_routing_rows
 
     test = task_routing_rows("test")

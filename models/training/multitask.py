@@ -80,7 +80,7 @@ def load_encoder(delta_path: Path | None = None) -> nn.Module:
     """The packaged all-MiniLM-L6-v2, with the fine-tuned ``delta_path`` (safetensors) applied when given."""
     from transformers import AutoModel
 
-    from models.training.export import packaged_model_dir
+    from models.training.base_model import packaged_model_dir
 
     encoder = AutoModel.from_pretrained(str(packaged_model_dir())).eval()
     if delta_path is not None:

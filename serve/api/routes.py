@@ -13,13 +13,27 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.api.errors import (ApiError, RequestIdMiddleware, api_error_handler, check_json, http_error_handler, read_body,
-                          validation_error_handler)
-from serve.tenancy.ledger import UsageReport
-from serve.api.protocol import (ChatCompletionRequest, ChatCompletionResponse, ErrorResponse, ModelList, TaskRequest,
-                            TaskResponse, TierwiseInfo)
-from serve.services import GatewayServices
+from serve.api.errors import (
+    ApiError,
+    RequestIdMiddleware,
+    api_error_handler,
+    check_json,
+    http_error_handler,
+    read_body,
+    validation_error_handler,
+)
+from serve.api.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ErrorResponse,
+    ModelList,
+    TaskRequest,
+    TaskResponse,
+    TierwiseInfo,
+)
 from serve.api.turns import Caller
+from serve.services import GatewayServices
+from serve.tenancy.ledger import UsageReport
 
 
 class CheckedBodyRoute(APIRoute):

@@ -16,16 +16,11 @@ from dataclasses import replace
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from deployments.tier2 import Tier2Answer, Tier2Failure, Tier2Target
 from models import language
 from models.quality import canonical
 from models.router import RouteDecision, RouteInput
 from serve import metrics
-from serve.tenancy.accounting import Accounting
-from serve.tiers.constraints import tier1_blocker, tier2_blocker
 from serve.api.errors import ApiError
-from serve.tenancy.pii import PiiScanner, Redactor
-from serve.tiers.policy import TierChoice, choose_tier, escalate, resolve_available
 from serve.api.protocol import (
     AssistantMessage,
     ChatCompletionRequest,
@@ -37,15 +32,20 @@ from serve.api.protocol import (
     request_view,
 )
 from serve.api.serving_models import RETRY_AFTER_S, ServingModels
+from serve.api.streaming import Piece, chunk_events
+from serve.api.turns import Answer, Caller, Turn
 from serve.settings import Settings
 from serve.store import ConversationStore, StoreUnavailable
-from serve.api.streaming import Piece, chunk_events
+from serve.tenancy.accounting import Accounting
 from serve.tenancy.admission import Tenancy
+from serve.tenancy.pii import PiiScanner, Redactor
+from serve.tiers.constraints import tier1_blocker, tier2_blocker
+from serve.tiers.policy import TierChoice, choose_tier, escalate, resolve_available
 from serve.tiers.tier1 import Tier1Service
 from serve.tiers.tier2 import Tier2Outcome, Tier2Service
+from serve.tiers.tier2_client import Tier2Answer, Tier2Failure, Tier2Target
 from serve.tiers.tier3 import Tier3Service
 from serve.tiers.tier3_client import Tier3Unavailable
-from serve.api.turns import Answer, Caller, Turn
 
 # Status and code a client that pinned a tier-2 model gets when tier 2 fails, by cause.
 TIER2_ERRORS = {"overload": (503, "tier2_overloaded"), "timeout": (504, "tier2_timeout"),

@@ -3,10 +3,10 @@ with, and the tier a model name pins a request to."""
 
 from __future__ import annotations
 
-from deployments.tier2 import Tier2Pool
 from serve.api.errors import ApiError
 from serve.api.protocol import ModelCard, ModelList
 from serve.settings import Settings
+from serve.tiers.tier2_client import Tier2Pool
 
 ROUTER_ALIASES = ("auto", "tierwise-auto")
 RETRY_AFTER_S = "5"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime as dt
 
 from serve.api.errors import ApiError
-from serve.tenancy.ledger import UsageReport
 from serve.api.serving_models import RETRY_AFTER_S
-from serve.store import StoreUnavailable
 from serve.api.turns import Caller
+from serve.store import StoreUnavailable
+from serve.tenancy.ledger import UsageReport
 
 DEFAULT_DAYS = 30
 

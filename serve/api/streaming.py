@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from serve import metrics
 from serve.api.errors import ApiError
 from serve.api.protocol import ChatCompletionChunk, ChunkChoice, DeltaMessage, TierwiseInfo, Usage, completion_id
-from serve.tiers.tier3_client import Tier3Unavailable
 from serve.api.turns import Answer
+from serve.tiers.tier3_client import Tier3Unavailable
 
 Piece = str | list | Answer
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from models.request import RequestView
-from serve.tenancy.pii import Redactor
 from serve.api.protocol import ChatCompletionRequest
 from serve.settings import TenantPolicy
+from serve.tenancy.pii import Redactor
 
 
 @dataclass(frozen=True)

@@ -73,12 +73,18 @@ def calibrate(tier3_share: Optional[float] = typer.Option(None, min=0, max=1, he
               config: Optional[Path] = ConfigOption) -> None:
     """Fit router.quality.threshold to a tier-3 share or a cost budget and write it to the config; the report
     gives the tier mix and cost on held-out requests."""
-    from models.training.requests.render import build_requests
-    from models.training.thresholds import (DEFAULT_OUTPUT_TOKENS, TierPrices, calibrate as fit, read_requests,
-                                            route_requests, write_threshold)
     from models.router import RouteInput, Router
-    from serve.tenancy.pricing import PriceTable
+    from models.training.requests.render import build_requests
+    from models.training.thresholds import (
+        DEFAULT_OUTPUT_TOKENS,
+        TierPrices,
+        read_requests,
+        route_requests,
+        write_threshold,
+    )
+    from models.training.thresholds import calibrate as fit
     from serve.settings import DEFAULT_CONFIG
+    from serve.tenancy.pricing import PriceTable
 
     if (tier3_share is None) == (budget_per_1k is None):
         console.print("[red]give exactly one of --tier3-share and --budget-per-1k[/red]")

@@ -9,12 +9,12 @@ import logging
 import time
 
 from serve import metrics
+from serve.api.protocol import TierwiseInfo
+from serve.api.turns import Answer, Caller, Turn
+from serve.store import StoreUnavailable
 from serve.tenancy.ledger import UsageEntry
 from serve.tenancy.pricing import PriceTable
-from serve.api.protocol import TierwiseInfo
-from serve.store import StoreUnavailable
 from serve.tenancy.tokens import Tokenizers
-from serve.api.turns import Answer, Caller, Turn
 
 log = logging.getLogger(__name__)
 

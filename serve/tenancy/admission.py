@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 
-from serve.tenancy.auth import KEY_PREFIX, KeyLookup
 from serve.api.errors import ApiError
-from serve.tenancy.limits import LimitExceeded
+from serve.api.turns import Caller
 from serve.settings import Settings
 from serve.store import StoreUnavailable
-from serve.api.turns import Caller
+from serve.tenancy.auth import KEY_PREFIX, KeyLookup
+from serve.tenancy.limits import LimitExceeded
 
 RETRY_AFTER_S = "5"
 # The error code a client sees per limit, as OpenAI names its own: rate limits are rate_limit_exceeded,

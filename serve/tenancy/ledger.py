@@ -34,8 +34,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from serve import metrics
-from serve.tenancy.auth import TENANT
 from serve.store import StoreUnavailable
+from serve.tenancy.auth import TENANT
 
 USD_UNITS = 10**10
 MAX_REPORT_DAYS = 366

@@ -38,8 +38,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from serve import metrics
-from serve.tenancy.auth import TENANT
 from serve.store import StoreUnavailable
+from serve.tenancy.auth import TENANT
 
 MINUTE_MS = 60_000
 DAY_S = 86_400

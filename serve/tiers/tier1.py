@@ -6,11 +6,11 @@ from __future__ import annotations
 from models.answer_format import CannotRender, render
 from models.router import RouteDecision
 from models.tier1 import Tier1Answer
-from serve.tenancy.accounting import Accounting
 from serve.api.errors import ApiError
-from serve.tiers.policy import TierChoice, escalate
 from serve.api.serving_models import ServingModels
 from serve.api.turns import Answer, Turn
+from serve.tenancy.accounting import Accounting
+from serve.tiers.policy import TierChoice, escalate
 
 
 class Tier1Service:

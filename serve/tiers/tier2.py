@@ -13,7 +13,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from deployments.tier2 import (
+from serve.api.errors import ApiError
+from serve.settings import Tier2Settings
+from serve.store import ConversationStore, StoreUnavailable
+from serve.tiers.context import Fitted, chunks_within, fit_to_window, summary_message, transcript
+from serve.tiers.policy import rank_tier2
+from serve.tiers.tier2_client import (
     SUMMARY_INSTRUCTION,
     EventPump,
     Tier2Answer,
@@ -23,11 +28,6 @@ from deployments.tier2 import (
     answer_confidence,
     hold_back,
 )
-from serve.tiers.context import Fitted, chunks_within, fit_to_window, summary_message, transcript
-from serve.api.errors import ApiError
-from serve.tiers.policy import rank_tier2
-from serve.settings import Tier2Settings
-from serve.store import ConversationStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

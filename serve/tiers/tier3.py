@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from serve.tenancy.accounting import Accounting
 from serve.api.errors import ApiError
-from serve.tenancy.pii import Redactor, StreamRestorer
 from serve.api.protocol import TierwiseInfo
 from serve.api.serving_models import ServingModels
 from serve.api.streaming import Piece
-from serve.tiers.tier3_client import PROVIDER_REFUSALS, Completion, Tier3Unavailable
 from serve.api.turns import Answer, Turn, merge_tool_call_deltas
+from serve.tenancy.accounting import Accounting
+from serve.tenancy.pii import Redactor, StreamRestorer
+from serve.tiers.tier3_client import PROVIDER_REFUSALS, Completion, Tier3Unavailable
 
 
 class Tier3Service:

@@ -11,18 +11,9 @@ import math
 
 import pytest
 
-from deployments.tier2 import (
-    EventPump,
-    LocalLoraLoader,
-    Tier2Failure,
-    answer_confidence,
-    hold_back,
-    StreamParser,
-    placement_problem,
-    plan_placement,
-    to_llm_config,
-)
-from serve.settings import LogprobCalibration, Tier2ModelSettings, Tier2Settings
+from deployments.config import LogprobCalibration, Tier2ModelSettings, Tier2Settings, to_llm_config
+from deployments.tier2 import LocalLoraLoader, placement_problem, plan_placement
+from serve.tiers.tier2_client import EventPump, StreamParser, Tier2Failure, answer_confidence, hold_back
 
 GPU_MODEL = {
     "llm_config": {
@@ -200,7 +191,7 @@ async def test_local_adapters_resolve_to_their_folder(tmp_path):
 def test_a_full_queue_is_an_overload_and_anything_else_a_failure():
     from ray.serve.exceptions import BackPressureError
 
-    from deployments.tier2 import Tier2Target, _call_failure
+    from serve.tiers.tier2_client import Tier2Target, _call_failure
 
     target = Tier2Target(model())
     overload = _call_failure(target, BackPressureError(num_queued_requests=128, max_queued_requests=128))
@@ -210,7 +201,7 @@ def test_a_full_queue_is_an_overload_and_anything_else_a_failure():
 
 
 def test_load_is_in_flight_requests_over_capacity():
-    from deployments.tier2 import Tier2Pool, Tier2Target
+    from serve.tiers.tier2_client import Tier2Pool, Tier2Target
 
     class Handle:
         def options(self, **_):

@@ -51,7 +51,7 @@ def app(cluster, settings, provider, tmp_path_factory):
     from ray import serve
 
     from serve.app import build_app
-    from serve.settings import Tier2Settings
+    from deployments.config import Tier2Settings
 
     s = settings.model_copy(deep=True)
     s.tier2 = Tier2Settings(models_file=models_file(tmp_path_factory), hold_tokens=4)

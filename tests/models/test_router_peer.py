@@ -33,7 +33,7 @@ def test_a_missing_peer_venv_says_to_run_make_peer(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (PEER_VENV / ".installed").exists(), reason="the peer venv is not built: run `make peer`")
 def test_the_peer_routes_a_tiny_split():
-    from models.training.export import packaged_model_dir
+    from models.training.base_model import packaged_model_dir
 
     rows = [(text, tier) for tier, texts in ((1, TIER1), (2, TIER2), (3, TIER3)) for text in texts]
     test = [(text, tier) for text, tier in rows[::3]][:10]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from serve.services import tokenizers_for
-from serve.settings import REPO_ROOT, Tier2ModelSettings
+from deployments.config import Tier2ModelSettings
+from serve.settings import REPO_ROOT
 
 
 def _tier2(name: str, source) -> Tier2ModelSettings:

@@ -9,20 +9,20 @@ import json
 
 import pytest
 
-from serve.tiers.tier3_client import Completion
 from models.request import ParsedRequest
-from models.tier1 import Tier1Answer as Answer
 from models.router import RouteDecision, RouteInput
+from models.tier1 import Tier1Answer as Answer
 from serve.api.errors import ApiError, parse_body
-from serve.tenancy.pricing import PriceTable
 from serve.api.protocol import ChatCompletionRequest, TierwiseInfo
-from serve.tenancy.ledger import MemoryLedger
-from serve.tenancy.limits import MemoryLimiter
+from serve.api.turns import Caller, merge_tool_call_deltas
 from serve.services import GatewayServices, build_services, tokenizers_for
 from serve.settings import TenantPolicy
 from serve.store import MemoryConversationStore
+from serve.tenancy.ledger import MemoryLedger
+from serve.tenancy.limits import MemoryLimiter
+from serve.tenancy.pricing import PriceTable
 from serve.tiers.tier3 import Tier3Service
-from serve.api.turns import Caller, merge_tool_call_deltas
+from serve.tiers.tier3_client import Completion
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -323,7 +323,7 @@ async def test_task_endpoint_reply_is_rendered(make):
 
 def unplaced_tier2(settings):
     """The pool of a cluster without the GPU its one tier-2 model needs."""
-    from deployments.tier2 import Tier2Pool
+    from serve.tiers.tier2_client import Tier2Pool
 
     return Tier2Pool(settings.tier2, {}, {"qwen2.5-7b-instruct": "needs 1 GPU of type L4 per replica; the cluster has 0"})
 
@@ -339,8 +339,8 @@ async def test_an_unplaced_tier2_model_sends_its_traffic_up_and_says_why(make, s
 
 
 async def test_a_prompt_no_tier2_window_takes_goes_to_tier3_or_is_a_400(make):
-    from deployments.tier2 import Tier2Failure
     from serve.tiers.policy import TierChoice
+    from serve.tiers.tier2_client import Tier2Failure
 
     too_long = Tier2Failure("too_long", "the conversation does not fit any tier-2 window: tiny (1024 tokens)")
     svc = make()
@@ -357,8 +357,8 @@ async def test_a_prompt_no_tier2_window_takes_goes_to_tier3_or_is_a_400(make):
 
 @pytest.mark.parametrize("cause,status", [("overload", 503), ("timeout", 504), ("failure", 502)])
 async def test_tier2_failures_without_a_tier_above_are_errors_that_say_so(make, cause, status):
-    from deployments.tier2 import Tier2Failure
     from serve.tiers.policy import TierChoice
+    from serve.tiers.tier2_client import Tier2Failure
 
     svc = make(tier3=False)
     svc.services.models.available = {1, 2, 3}
@@ -369,8 +369,8 @@ async def test_tier2_failures_without_a_tier_above_are_errors_that_say_so(make, 
 
 
 async def test_route_names_the_tier2_model_chat_would_try_first(make, settings):
-    from deployments.tier2 import Tier2Pool
-    from serve.settings import Tier2ModelSettings
+    from deployments.config import Tier2ModelSettings
+    from serve.tiers.tier2_client import Tier2Pool
 
     class Handle:
         def options(self, **_):

@@ -22,7 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from deployments.tier2 import placement_problem
-from serve.settings import REPO_ROOT, ConfigError, Settings, Tier2ModelSettings, _problems, _Section, load_settings, read_yaml_mapping
+from serve.settings import (
+    REPO_ROOT,
+    ConfigError,
+    Settings,
+    Tier2ModelSettings,
+    _problems,
+    _Section,
+    load_settings,
+    read_yaml_mapping,
+)
 
 DEFAULT_K8S_CONFIG = REPO_ROOT / "configs" / "k8s.yaml"
 DEFAULT_MANIFEST = REPO_ROOT / "k8s" / "rayservice.yaml"
