@@ -29,7 +29,8 @@ def k8s_render(out: Optional[Path] = typer.Option(None, "--out", help="Manifest 
     Kubernetes")."""
     from rich.markup import escape
 
-    from serve.ops.k8s.render import DEFAULT_K8S_CONFIG, DEFAULT_MANIFEST, drift, render
+    from serve.ops.k8s.render import DEFAULT_MANIFEST, drift, render
+    from serve.ops.k8s.settings import DEFAULT_K8S_CONFIG
 
     out = out or DEFAULT_MANIFEST
     try:

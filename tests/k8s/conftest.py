@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from serve.ops.k8s.render import (DEFAULT_K8S_CONFIG, DEFAULT_MANIFEST, K8sSettings, load_cluster_settings, load_k8s_settings,
-                       render)
+from serve.ops.k8s.render import DEFAULT_MANIFEST, load_cluster_settings, render
+from serve.ops.k8s.settings import DEFAULT_K8S_CONFIG, K8sSettings, load_k8s_settings
 from serve.settings import Settings
 from tests.k8s.support import load_documents
 

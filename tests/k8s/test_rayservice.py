@@ -16,10 +16,10 @@ from ray.serve.schema import ServeDeploySchema
 from typer.testing import CliRunner
 
 from serve.cli import cli
-from serve.ops.k8s.render import (
-    APP_NAME, CPU_GROUP, DEFAULT_K8S_CONFIG, DEFAULT_MANIFEST, IMPORT_PATH, METRICS_PORT, RayService, check_cluster,
-    drift, load_k8s_settings, minimum_resources, render,
-)
+from serve.ops.k8s.manifest import RayService
+from serve.ops.k8s.render import (DEFAULT_MANIFEST, IMPORT_PATH, METRICS_PORT, check_cluster, drift, minimum_resources,
+                                  render)
+from serve.ops.k8s.settings import APP_NAME, CPU_GROUP, DEFAULT_K8S_CONFIG, load_k8s_settings
 from serve.settings import REPO_ROOT, ConfigError
 from tests.k8s.support import K8S_DIR, pod_templates
 

@@ -1,11 +1,11 @@
 """Tierwise on Kubernetes: the KubeRay ``RayService`` manifest, rendered from ``configs/``.
 
 Three inputs make ``k8s/rayservice.yaml``: the cluster's settings (``configs/k8s.yaml``, typed and validated
-here as :class:`K8sSettings`), the application's settings (``configs/tierwise.yaml``, loaded as the cluster's
+as :class:`serve.ops.k8s.settings.K8sSettings`), the application's settings (``configs/tierwise.yaml``, loaded as the cluster's
 replicas will load them) and the tier-2 models file (``configs/tier2-gpu.yaml``). :func:`render` checks that
 the cluster can run the application as configured (every tier-2 model placeable at start, local weights
 reachable, shutdown inside the pods' grace period), builds the Serve config and the manifest, and validates
-the manifest against :class:`RayService`, a typed model of the KubeRay ``ray.io/v1`` fields it uses.
+the manifest against :class:`serve.ops.k8s.manifest.RayService`, a typed model of the KubeRay ``ray.io/v1`` fields it uses.
 ``tierwise k8s render`` writes it; ``--check`` reports drift between the committed file and ``configs/``.
 """
 
@@ -15,29 +15,28 @@ import contextlib
 import difflib
 import os
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Iterator, Literal
+from typing import Any, Iterator
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
 
+from deployments.config import Tier2ModelSettings
 from deployments.tier2 import placement_problem
-from serve.settings import (
-    REPO_ROOT,
-    ConfigError,
-    Settings,
-    Tier2ModelSettings,
-    _problems,
-    _Section,
-    load_settings,
-    read_yaml_mapping,
+from serve.ops.k8s.manifest import RayService
+from serve.ops.k8s.settings import (
+    APP_NAME,
+    CPU_GROUP,
+    DEFAULT_K8S_CONFIG,
+    ContainerResources,
+    GpuGroupSettings,
+    K8sSettings,
+    Toleration,
+    WorkerGroupSettings,
+    load_k8s_settings,
 )
+from serve.settings import REPO_ROOT, ConfigError, Settings, load_settings
 
-DEFAULT_K8S_CONFIG = REPO_ROOT / "configs" / "k8s.yaml"
 DEFAULT_MANIFEST = REPO_ROOT / "k8s" / "rayservice.yaml"
-APP_NAME = "tierwise"
 IMPORT_PATH = "serve.app:app_builder"
-CPU_GROUP = "cpu"
 # Ray's metrics export port on every Ray pod: KubeRay's default, set explicitly because the Prometheus scrape
 # config and PodMonitor in k8s/prometheus/ rely on it (the container port is named "metrics").
 METRICS_PORT = 8080
@@ -45,9 +44,6 @@ METRICS_PORT = 8080
 PART_OF = {"app.kubernetes.io/part-of": "tierwise"}
 # The Secret key holding Redis's password (k8s/secret.template.yaml).
 REDIS_PASSWORD_KEY = "REDIS_PASSWORD"
-# Set by the manifest itself (the store's URL carries the Secret's password; the models file follows
-# tier2_models), so app_env may not set them.
-RESERVED_APP_ENV = frozenset({"TIERWISE_CONFIG", "TIERWISE_STORE__URL", "TIERWISE_TIER2__MODELS_FILE"})
 
 # The metrics the Grafana dashboard (k8s/grafana/tierwise.json) may query, as Prometheus sees them: the
 # gateway's own, exported through Ray's metrics API (``ray_`` prefix; Serve adds application, deployment and
@@ -69,185 +65,6 @@ DASHBOARD_METRICS = frozenset({
     "ray_serve_replica_processing_queries",      # deployment
     "ray_serve_num_ongoing_requests_at_replicas",
 })
-
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# A Kubernetes quantity as these manifests write them: "500m", "2", "8Gi", "1.5".
-Quantity = Annotated[str, Field(pattern=r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")]
-DnsLabel = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
-AbsolutePath = Annotated[str, Field(pattern=r"^/([^/\s]+/?)*$")]
-
-
-# -- the cluster's settings (configs/k8s.yaml) ------------------------------------------------------------
-
-
-class ContainerResources(_Section):
-    """What one Ray container requests, and is limited to: Ray sizes its node from the limits, so a request
-    below them would let Kubernetes pack pods onto CPUs and memory Ray believes it has alone."""
-
-    cpu: Quantity
-    memory: Quantity
-    ephemeral_storage: Quantity | None = None
-
-    def requirements(self, gpus: int = 0) -> dict:
-        """The container's ``resources``: equal requests and limits, with ``gpus`` NVIDIA GPUs."""
-        amounts = {"cpu": self.cpu, "memory": self.memory}
-        if self.ephemeral_storage:
-            amounts["ephemeral-storage"] = self.ephemeral_storage
-        if gpus:
-            amounts["nvidia.com/gpu"] = str(gpus)
-        return {"requests": dict(amounts), "limits": dict(amounts)}
-
-
-class Toleration(_Section):
-    """A Kubernetes toleration (GPU node pools are usually tainted so that only GPU pods land there)."""
-
-    key: str = Field(min_length=1)
-    operator: Literal["Exists", "Equal"] = "Exists"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-
-    @model_validator(mode="after")
-    def _value_fits_operator(self) -> "Toleration":
-        if (self.operator == "Equal") != (self.value is not None):
-            raise ValueError("operator Equal takes a value, Exists none")
-        return self
-
-    def manifest(self) -> dict:
-        """The toleration as a pod spec writes it."""
-        return self.model_dump(exclude_none=True)
-
-
-class HeadSettings(_Section):
-    """The head pod: GCS, dashboard, Serve controller and a proxy, and no replicas (``num-cpus: 0``)."""
-
-    resources: ContainerResources
-
-
-class WorkerGroupSettings(_Section):
-    """A worker group, scaled by the Ray autoscaler between its bounds."""
-
-    min_replicas: int = Field(ge=0)
-    max_replicas: int = Field(ge=1)
-    # Seconds an idle pod of this group is kept (the autoscaler's idle timeout when None).
-    idle_timeout_s: int | None = Field(None, ge=0)
-    resources: ContainerResources
-    node_selector: dict[str, str] = {}
-    tolerations: list[Toleration] = []
-
-    @model_validator(mode="after")
-    def _bounds(self) -> "WorkerGroupSettings":
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
-        return self
-
-
-GPU_TOLERATION = Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-
-
-class GpuGroupSettings(WorkerGroupSettings):
-    """A group of GPU pods of one type, for the tier-2 models that ask for it (and the GPU router)."""
-
-    name: DnsLabel
-    # Ray's name of the GPU type (``llm_config.accelerator_type``: L4, L40S, A100, H100...); the group
-    # advertises it as the resource ``accelerator_type:<type>``, so that the autoscaler knows which group
-    # to grow for a model. None: GPUs of any type, for models that name none.
-    accelerator_type: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
-    gpus: int = Field(1, ge=1)
-    tolerations: list[Toleration] = [GPU_TOLERATION]
-
-
-class RedisSettings(_Section):
-    """The Redis behind Ray's GCS fault tolerance and Tierwise's store (its password is in the Secret)."""
-
-    host: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
-    port: int = Field(6379, ge=1, le=65535)
-    db: int = Field(0, ge=0)
-
-    @property
-    def address(self) -> str:
-        """``host:port``, as KubeRay's ``redisAddress`` takes it."""
-        return f"{self.host}:{self.port}"
-
-
-class ModelVolumeSettings(_Section):
-    """A claim holding model weights, mounted read-only on the GPU pods."""
-
-    claim_name: DnsLabel
-    mount_path: AbsolutePath
-
-
-class AutoscalerSettings(_Section):
-    """The Ray autoscaler, a sidecar of the head pod."""
-
-    upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = "Default"
-    idle_timeout_s: int = Field(60, ge=0)
-    resources: ContainerResources
-
-
-def _repo_relative(value: str) -> str:
-    """``value`` checked to be a relative path that stays inside the repository."""
-    path = PurePosixPath(value)
-    if path.is_absolute() or ".." in path.parts or not path.parts:
-        raise ValueError(f"{value!r} must be a path inside the repository, relative to its root (the image holds "
-                         f"the repository at app_dir)")
-    return str(path)
-
-
-class K8sSettings(_Section):
-    """Everything ``configs/k8s.yaml`` holds: the image, the groups and their sizes, Redis, the Secret."""
-
-    # KubeRay derives its RayCluster, pod and Service names (<name>-serve-svc) from it; kept short so that
-    # they stay within Kubernetes' 63 characters.
-    name: str = Field(APP_NAME, pattern=_DNS_LABEL, max_length=40)
-    ray_version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
-    image: str = Field(min_length=1, pattern=r"^\S+$")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    app_dir: AbsolutePath = "/home/ray/tierwise"
-    config: str = "configs/tierwise.yaml"
-    tier2_models: str | None = None
-    app_env: dict[str, str] = {}
-    secret: DnsLabel = "tierwise-secrets"
-    redis: RedisSettings
-    termination_grace_period_s: int = Field(30, ge=0, le=30)
-    head: HeadSettings
-    cpu_workers: WorkerGroupSettings
-    gpu_groups: list[GpuGroupSettings] = []
-    model_volume: ModelVolumeSettings | None = None
-    autoscaler: AutoscalerSettings
-
-    @field_validator("config", "tier2_models")
-    @classmethod
-    def _in_repository(cls, value: str | None) -> str | None:
-        return None if value is None else _repo_relative(value)
-
-    @field_validator("app_env")
-    @classmethod
-    def _tierwise_variables(cls, env: dict[str, str]) -> dict[str, str]:
-        for name in env:
-            if not name.startswith("TIERWISE_"):
-                raise ValueError(f"{name}: only TIERWISE_* settings overrides belong here")
-            if name in RESERVED_APP_ENV:
-                raise ValueError(f"{name} is set by the manifest itself (see configs/k8s.yaml)")
-        return env
-
-    @field_validator("gpu_groups")
-    @classmethod
-    def _unique_names(cls, groups: list[GpuGroupSettings]) -> list[GpuGroupSettings]:
-        names = [g.name for g in groups]
-        taken = sorted({n for n in names if names.count(n) > 1 or n == CPU_GROUP})
-        if taken:
-            raise ValueError(f"group names must be unique and not {CPU_GROUP!r}; repeated or taken: {', '.join(taken)}")
-        return groups
-
-
-def load_k8s_settings(path: Path | str = DEFAULT_K8S_CONFIG) -> K8sSettings:
-    """Read and validate the cluster's settings; raise :class:`ConfigError` naming the file and the field."""
-    path = Path(path)
-    data = read_yaml_mapping(path, "settings")
-    try:
-        return K8sSettings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_problems(exc)}") from None
 
 
 def repo_path(path: Path | str) -> str:
@@ -594,124 +411,3 @@ def to_yaml(data: Any) -> str:
 # -- a typed model of the KubeRay fields the manifest uses --------------------------------------------------
 
 
-class _Manifest(BaseModel):
-    """KubeRay's camelCase fields, written snake_case here; an unknown (or misspelt) field is an error."""
-
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
-
-
-class SecretKeySelector(_Manifest):
-    name: DnsLabel
-    key: str = Field(min_length=1)
-
-
-class SecretValueFrom(_Manifest):
-    secret_key_ref: SecretKeySelector
-
-
-class RedisCredential(_Manifest):
-    value_from: SecretValueFrom
-
-
-class GcsFaultToleranceOptions(_Manifest):
-    """GCS fault tolerance on an external Redis (KubeRay >= 1.3)."""
-
-    redis_address: str = Field(pattern=r"^[A-Za-z0-9.-]+:[0-9]+$")
-    redis_password: RedisCredential
-
-
-class ResourceRequirements(_Manifest):
-    requests: dict[str, Quantity]
-    limits: dict[str, Quantity]
-
-
-class AutoscalerOptions(_Manifest):
-    upscaling_mode: Literal["Default", "Aggressive", "Conservative"]
-    idle_timeout_seconds: int = Field(ge=0)
-    resources: ResourceRequirements
-
-
-class HeadGroupSpec(_Manifest):
-    ray_start_params: dict[str, str]
-    # A core/v1 PodTemplateSpec; the tests validate it against Kubernetes' own schema.
-    template: dict[str, Any]
-
-
-class WorkerGroupSpec(_Manifest):
-    group_name: DnsLabel
-    replicas: int = Field(ge=0)
-    min_replicas: int = Field(ge=0)
-    max_replicas: int = Field(ge=1)
-    idle_timeout_seconds: int | None = Field(None, ge=0)
-    # Ray resources of each pod of the group (KubeRay >= 1.5), read by the autoscaler.
-    resources: dict[str, Quantity] | None = None
-    ray_start_params: dict[str, str]
-    template: dict[str, Any]
-
-    @model_validator(mode="after")
-    def _bounds(self) -> "WorkerGroupSpec":
-        if not self.min_replicas <= self.replicas <= self.max_replicas:
-            raise ValueError(f"group {self.group_name}: replicas {self.replicas} must lie within minReplicas "
-                             f"{self.min_replicas} and maxReplicas {self.max_replicas}")
-        return self
-
-
-class RayClusterConfig(_Manifest):
-    ray_version: str = Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
-    enable_in_tree_autoscaling: bool
-    autoscaler_options: AutoscalerOptions
-    gcs_fault_tolerance_options: GcsFaultToleranceOptions
-    head_group_spec: HeadGroupSpec
-    worker_group_specs: list[WorkerGroupSpec] = Field(min_length=1)
-
-    @field_validator("worker_group_specs")
-    @classmethod
-    def _unique_groups(cls, groups: list[WorkerGroupSpec]) -> list[WorkerGroupSpec]:
-        names = [g.group_name for g in groups]
-        if len(set(names)) != len(names):
-            raise ValueError(f"groupName must be unique: {', '.join(names)}")
-        return groups
-
-
-class UpgradeStrategy(_Manifest):
-    type: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
-
-
-class RayServiceSpec(_Manifest):
-    """The RayService's spec. ``serviceUnhealthySecondThreshold`` and ``deploymentUnhealthySecondThreshold``
-    are deprecated and unused since KubeRay 1.1 (worker readiness probes on Serve's proxy replaced them), so
-    this model refuses them like any other unknown field."""
-
-    upgrade_strategy: UpgradeStrategy
-    exclude_head_pod_from_serve_svc: bool
-    serve_config_v2: str
-    ray_cluster_config: RayClusterConfig
-
-    @field_validator("serve_config_v2")
-    @classmethod
-    def _valid_serve_config(cls, text: str) -> str:
-        from ray.serve.schema import ServeDeploySchema
-
-        try:
-            ServeDeploySchema.model_validate(yaml.safe_load(text))
-        except (yaml.YAMLError, ValidationError) as exc:
-            raise ValueError(f"not a valid Serve config: {exc}") from None
-        return text
-
-
-class ObjectMeta(_Manifest):
-    name: str = Field(pattern=_DNS_LABEL, max_length=40)
-    labels: dict[str, str] = {}
-
-
-class RayService(_Manifest):
-    """The fields of KubeRay's ``ray.io/v1`` RayService that Tierwise's manifest uses."""
-
-    api_version: Literal["ray.io/v1"]
-    kind: Literal["RayService"]
-    metadata: ObjectMeta
-    spec: RayServiceSpec
-
-    def manifest(self) -> dict:
-        """The manifest as Kubernetes reads it (camelCase, unset fields left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True)
