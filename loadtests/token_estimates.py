@@ -37,7 +37,7 @@ import quicktok  # noqa: E402
 import tiktoken  # noqa: E402
 
 from models.training import datasets  # noqa: E402
-from serve.tenancy.admission import tokens  # noqa: E402
+from serve.tenancy import tokens  # noqa: E402
 
 RESULTS = ROOT / "loadtests" / "results"
 PER_SET = 400

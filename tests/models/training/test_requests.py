@@ -20,7 +20,7 @@ from models.training.requests.pools import EntityRow, Pools, TextRow
 from models.request import reader_text
 from models.labels import canonical_sentiment
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "requests_fixture.jsonl"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "requests_fixture.jsonl"
 SMALL = {"sentiment": 150, "classify": 150, "entities": 150, "intent": 60, "faq": 60, "generation": 120,
          "reasoning": 60}
 

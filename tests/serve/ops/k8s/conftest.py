@@ -8,7 +8,7 @@ import pytest
 from serve.ops.k8s.render import DEFAULT_MANIFEST, load_cluster_settings, render
 from serve.ops.k8s.settings import DEFAULT_K8S_CONFIG, K8sSettings, load_k8s_settings
 from serve.settings import Settings
-from tests.k8s.support import load_documents
+from tests.serve.ops.k8s.support import load_documents
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from models.training.quantize import (  # noqa: E402
     quantize_encoder,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHECK_SCRIPT = ROOT / "loadtests" / "check_int8_kernels.py"
 K, N = 64, 16
 

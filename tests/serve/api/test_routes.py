@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from serve.api.routes import routes as api
+from serve.api import routes as api
 from serve.settings import TenantPolicy
 from serve.api.turns import Caller
 

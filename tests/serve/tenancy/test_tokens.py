@@ -13,7 +13,7 @@ import pytest
 import tiktoken
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from serve.tenancy.admission import tokens
+from serve.tenancy import tokens
 from serve.tenancy.tokens import CL100K, ESTIMATE, LLAMA3, O200K, QWEN, Tokenizers, family_of
 
 

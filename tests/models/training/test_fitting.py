@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import (
-    Calibration,
-    HeadCalibration,
-    calibrate_head,
-    expected_calibration_error,
-    fit_temperature,
-    fit_threshold,
-)
+from models.calibration import Calibration, HeadCalibration
+from models.training.fitting import calibrate_head, expected_calibration_error, fit_temperature, fit_threshold
 
 
 def test_threshold_keeps_the_largest_top_that_reaches_the_target():
@@ -67,7 +61,7 @@ def test_calibrated_head_keeps_answers_at_the_target(tmp_path):
 
 
 def test_platt_scaling_recovers_a_logistic_curve():
-    from models.calibration import fit_platt
+    from models.training.fitting import fit_platt
 
     rng = np.random.default_rng(0)
     scores = rng.uniform(0, 1, 20000)

@@ -1,10 +1,13 @@
 """Quality heads: model names, features, merging of sources, training and persistence."""
 
+from __future__ import annotations
+
 import numpy as np
 import pytest
 
-from models import quality
-from models.quality import QualityHeads, QualityRow, canonical, load_quality_rows, structural_features, train_quality_heads
+from models.quality import QualityHeads, canonical, structural_features
+from models.training import quality
+from models.training.quality import QualityRow, load_quality_rows, train_quality_heads
 
 
 def test_one_name_per_model_across_sources():

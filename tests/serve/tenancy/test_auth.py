@@ -8,7 +8,7 @@ import pytest
 
 from serve.tenancy.auth import KeyAdmin, KeyLookup, digest
 from serve.api.errors import ApiError
-from tests.serve.test_serving_chat import make, request, tokenizers  # noqa: F401  (the services over stand-ins)
+from tests.serve.api.test_serving_chat import make, request, tokenizers  # noqa: F401  (the services over stand-ins)
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from serve.ops.k8s.render import PART_OF, REDIS_PASSWORD_KEY
-from tests.k8s.support import K8S_DIR, KUBERNETES_VERSION, as_pod_template, load_documents, pod_templates
+from tests.serve.ops.k8s.support import K8S_DIR, KUBERNETES_VERSION, as_pod_template, load_documents, pod_templates
 
 # Plain Kubernetes objects (the RayService is a custom resource: its pod templates are checked below).
 MANIFESTS = ["redis.yaml", "secret.template.yaml"]

@@ -21,7 +21,7 @@ from serve.ops.k8s.render import (DEFAULT_MANIFEST, IMPORT_PATH, METRICS_PORT, c
                                   render)
 from serve.ops.k8s.settings import APP_NAME, CPU_GROUP, DEFAULT_K8S_CONFIG, load_k8s_settings
 from serve.settings import REPO_ROOT, ConfigError
-from tests.k8s.support import K8S_DIR, pod_templates
+from tests.serve.ops.k8s.support import K8S_DIR, pod_templates
 
 
 def _container(template: dict) -> dict:

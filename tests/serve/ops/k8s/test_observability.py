@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from serve.ops.k8s.render import DASHBOARD_METRICS, METRICS_PORT, PART_OF
-from tests.k8s.support import K8S_DIR, load_documents, pod_templates, promql_metric_names
+from tests.serve.ops.k8s.support import K8S_DIR, load_documents, pod_templates, promql_metric_names
 
 DASHBOARD = K8S_DIR / "grafana" / "tierwise.json"
 
