@@ -28,9 +28,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,13 +42,9 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The proxy `tierwise serve` uses; Serve reads these when it is imported.
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+from harness import RESULTS, ROOT, local_gateway, machine, pct, prepare
+
+prepare()
 
 from models.request import reader_text  # noqa: E402
 from models.router import RouteInput, Router  # noqa: E402
@@ -58,7 +52,6 @@ from models.tier1 import Tier1Models  # noqa: E402
 from prompts import TIERS, ChatRequest, load_pools, pick, shares, write_faq  # noqa: E402
 from serve.settings import ProviderSettings, load_settings  # noqa: E402
 
-RESULTS = ROOT / "loadtests" / "results"
 OVERHEAD_P99_BUDGET_MS = 20.0
 # The earlier runs' hand-written tier-1 prompts, timed through the router only to compare this run's machine
 # with theirs: the data-set requests are longer, and a shared machine's speed varies from day to day.
@@ -73,11 +66,6 @@ REFERENCE_PROMPTS = [
     "Do you ship internationally?",
 ]
 WARMUP = 50
-
-
-def pct(values: list[float], q: float) -> float:
-    """Percentile of seconds, in milliseconds rounded for the table."""
-    return round(float(np.percentile(values, q)) * 1000, 3)
 
 
 def summary(values: list[float]) -> dict:
@@ -354,12 +342,6 @@ def describe_mixed(outcomes: list[Outcome], wall: float) -> dict:
                            "baseline_cost_usd": np.cumsum([o.baseline for o in done]).round(8).tolist()}}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_provider() -> tuple[subprocess.Popen, str]:
     """The fake tier-3 provider in a process of its own; its base URL."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "loadtests" / "fake_provider.py")], stdout=subprocess.PIPE,
@@ -374,66 +356,58 @@ def bench_http(settings, tier1: list[ChatRequest], direct: list[float], pools: d
                args) -> dict:
     """Every phase over HTTP against one gateway: sequential tier-1 requests, concurrent tier-1 clients, the
     mixed workload, the sustained tier-1 rate."""
-    import ray
-    from ray import serve
-
-    from serve.app import build_app
-
-    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
-    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
     provider, provider_url = start_provider()
     settings = settings.model_copy(deep=True)
     settings.store.backend = "memory"
     settings.tier3.providers = [ProviderSettings(name="fake", base_url=provider_url, model="gpt-4o",
                                                  api_key_env="TIERWISE_BENCH_NO_KEY", allow_no_key=True)]
-    port = free_port()
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(settings), name="bench", route_prefix="/")
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        out = {"ha_proxy": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1",
-               "tier3": "a local fake OpenAI-compatible server (loadtests/fake_provider.py), instant echo answers "
-                        "priced as gpt-4o"}
-
-        print("sequential tier-1 requests", flush=True)
-        seq = asyncio.run(sequential(url, tier1))
-        kept = [i for i, o in enumerate(seq) if o.error is None and o.tier == 1]
-        out["sequential"] = summary([seq[i].latency for i in kept]) | {
-            "sent": len(seq), "answered_tier1": len(kept), "failures": sum(o.error is not None for o in seq),
-            "answered_tier1_by_pool": {p: f"{sum(seq[i].pool == p for i in kept)}/{sum(r.pool == p for r in tier1)}"
-                                       for p in dict.fromkeys(r.pool for r in tier1)}}
-        out["direct_same_requests"] = summary([direct[i] for i in kept])
-        out["overhead_paired"] = summary([seq[i].latency - direct[i] for i in kept])
-        out["overhead_samples_ms"] = {"direct": [round(direct[i] * 1000, 3) for i in kept],
-                                      "http": [round(seq[i].latency * 1000, 3) for i in kept]}
-        tier1_only = {**{t: [] for t in TIERS}, 1: [tier1[i] for i in kept]}
-
-        print(f"{args.concurrency} concurrent tier-1 clients for {args.tier1_duration:.0f} s", flush=True)
-        outcomes, wall = asyncio.run(closed_loop(url, tier1_only, {1: 1.0, 2: 0.0, 3: 0.0}, 0.0, args.concurrency,
-                                                 args.tier1_duration, args.seed))
-        ok = [o for o in outcomes if o.error is None]
-        out["concurrent_tier1"] = summary([o.latency for o in ok]) | {
-            "concurrency": args.concurrency, "requests_per_s": round(len(ok) / wall, 1),
-            "errors": len(outcomes) - len(ok), "first_errors": [o.error for o in outcomes if o.error][:3]}
-
-        print(f"mixed workload, {args.concurrency} clients for {args.duration:.0f} s", flush=True)
-        weights = shares(args.tier1_share, args.tier3_share)
-        outcomes, wall = asyncio.run(closed_loop(url, pools, weights, args.stream_share, args.concurrency,
-                                                 args.duration, args.seed))
-        out["mixed"] = describe_mixed(outcomes, wall) | {
-            "clients": args.concurrency, "tier_shares_sent": weights, "stream_share": args.stream_share}
-
-        print("sustained tier-1 rate (open loop)", flush=True)
-        p99_budget = out["direct_same_requests"]["p99_ms"] + OVERHEAD_P99_BUDGET_MS
-        out["sustained_tier1"] = sustained_rate(url, tier1_only[1], p99_budget, args.start_rate, args.step,
-                                                args.confirm) | {"p99_budget_ms": round(p99_budget, 3)}
-        return out
+        with local_gateway(settings, "bench", num_cpus=os.cpu_count()) as port:
+            return _phases(f"http://127.0.0.1:{port}/v1/chat/completions", tier1, direct, pools, args)
     finally:
-        serve.shutdown()
-        ray.shutdown()
         provider.terminate()
         provider.wait(timeout=30)
+
+
+def _phases(url: str, tier1: list[ChatRequest], direct: list[float], pools: dict[int, list[ChatRequest]],
+            args) -> dict:
+    out = {"ha_proxy": os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1",
+           "tier3": "a local fake OpenAI-compatible server (loadtests/fake_provider.py), instant echo answers "
+                    "priced as gpt-4o"}
+
+    print("sequential tier-1 requests", flush=True)
+    seq = asyncio.run(sequential(url, tier1))
+    kept = [i for i, o in enumerate(seq) if o.error is None and o.tier == 1]
+    out["sequential"] = summary([seq[i].latency for i in kept]) | {
+        "sent": len(seq), "answered_tier1": len(kept), "failures": sum(o.error is not None for o in seq),
+        "answered_tier1_by_pool": {p: f"{sum(seq[i].pool == p for i in kept)}/{sum(r.pool == p for r in tier1)}"
+                                   for p in dict.fromkeys(r.pool for r in tier1)}}
+    out["direct_same_requests"] = summary([direct[i] for i in kept])
+    out["overhead_paired"] = summary([seq[i].latency - direct[i] for i in kept])
+    out["overhead_samples_ms"] = {"direct": [round(direct[i] * 1000, 3) for i in kept],
+                                  "http": [round(seq[i].latency * 1000, 3) for i in kept]}
+    tier1_only = {**{t: [] for t in TIERS}, 1: [tier1[i] for i in kept]}
+
+    print(f"{args.concurrency} concurrent tier-1 clients for {args.tier1_duration:.0f} s", flush=True)
+    outcomes, wall = asyncio.run(closed_loop(url, tier1_only, {1: 1.0, 2: 0.0, 3: 0.0}, 0.0, args.concurrency,
+                                             args.tier1_duration, args.seed))
+    ok = [o for o in outcomes if o.error is None]
+    out["concurrent_tier1"] = summary([o.latency for o in ok]) | {
+        "concurrency": args.concurrency, "requests_per_s": round(len(ok) / wall, 1),
+        "errors": len(outcomes) - len(ok), "first_errors": [o.error for o in outcomes if o.error][:3]}
+
+    print(f"mixed workload, {args.concurrency} clients for {args.duration:.0f} s", flush=True)
+    weights = shares(args.tier1_share, args.tier3_share)
+    outcomes, wall = asyncio.run(closed_loop(url, pools, weights, args.stream_share, args.concurrency,
+                                             args.duration, args.seed))
+    out["mixed"] = describe_mixed(outcomes, wall) | {
+        "clients": args.concurrency, "tier_shares_sent": weights, "stream_share": args.stream_share}
+
+    print("sustained tier-1 rate (open loop)", flush=True)
+    p99_budget = out["direct_same_requests"]["p99_ms"] + OVERHEAD_P99_BUDGET_MS
+    out["sustained_tier1"] = sustained_rate(url, tier1_only[1], p99_budget, args.start_rate, args.step,
+                                            args.confirm) | {"p99_budget_ms": round(p99_budget, 3)}
+    return out
 
 
 def plot(data: dict, folder: Path) -> list[str]:
@@ -636,7 +610,7 @@ def main() -> None:
     mixed = [pick(pools, shares(args.tier1_share, args.tier3_share), mix_rng) for _ in range(args.n)]
     data = {
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "command": " ".join([*(f"{v}={os.environ[v]}" for v in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")
                                if v in os.environ), ".venv/bin/python loadtests/bench_latency.py", *sys.argv[1:]]),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -15,25 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import socket
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-os.environ.setdefault("TIERWISE_TIER2__MODELS_FILE", str(ROOT / "configs" / "tier2-cpu.yaml"))
+from harness import RESULTS, ROOT, local_gateway, machine, pct, prepare
 
-RESULTS = ROOT / "loadtests" / "results"
+prepare(TIERWISE_TIER2__MODELS_FILE=str(ROOT / "configs" / "tier2-cpu.yaml"))
+
 DEPLOYMENT = "Tier2:tiny-llama"
 PROMPTS = [
     "Write a short poem about the sea.",
@@ -44,15 +34,11 @@ PROMPTS = [
 BUDGET_MS = 5.0
 
 
-def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)) * 1000, 2)
-
-
 def stats(samples: list[dict]) -> dict:
     ttft = [s["ttft"] for s in samples]
     rates = [s["tokens"] / s["decode"] for s in samples if s["decode"] > 0 and s["tokens"] > 1]
-    return {"n": len(samples), "ttft_p50_ms": pct(ttft, 50), "ttft_p90_ms": pct(ttft, 90),
-            "ttft_p99_ms": pct(ttft, 99), "tokens_per_s_p50": round(float(np.median(rates)), 1),
+    return {"n": len(samples), "ttft_p50_ms": pct(ttft, 50, 2), "ttft_p90_ms": pct(ttft, 90, 2),
+            "ttft_p99_ms": pct(ttft, 99, 2), "tokens_per_s_p50": round(float(np.median(rates)), 1),
             "total_s_p50": round(float(np.median([s["total"] for s in samples])), 4)}
 
 
@@ -100,55 +86,38 @@ def through_gateway(http: httpx.Client, url: str, model: str, prompt: str, max_t
     return {"ttft": first - started, "tokens": tokens, "decode": end - first, "total": end - started}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=40, help="Requests per path")
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    import ray
     from ray import serve
 
-    from serve.app import build_app
     from serve.settings import load_settings
 
-    settings = load_settings()
-    port = free_port()
-    # HAProxy's stats and metrics pages default to fixed ports, where a running gateway would clash.
-    os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
-    os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(settings), name="tierwise", route_prefix="/")
-    handle = serve.get_deployment_handle(DEPLOYMENT, app_name="tierwise")
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
     samples = {"direct": [], "gateway_pinned": [], "gateway_auto": []}
-    loop = asyncio.new_event_loop()  # one loop: the handle keeps its routing state on it
-    with httpx.Client(timeout=120) as http:
-        # Warm-up: the engine's first requests, the gateway's first route and the handle's routing table.
-        for prompt in PROMPTS:
-            loop.run_until_complete(direct(handle, prompt, args.max_tokens))
-            through_gateway(http, url, "tiny-llama", prompt, args.max_tokens)
-            through_gateway(http, url, "auto", prompt, args.max_tokens)
-        for i in range(args.requests):
-            prompt = PROMPTS[i % len(PROMPTS)]
-            samples["direct"].append(loop.run_until_complete(direct(handle, prompt, args.max_tokens)))
-            samples["gateway_pinned"].append(through_gateway(http, url, "tiny-llama", prompt, args.max_tokens))
-            samples["gateway_auto"].append(through_gateway(http, url, "auto", prompt, args.max_tokens))
-    serve.shutdown()
-    ray.shutdown()
+    with local_gateway(load_settings()) as port:
+        handle = serve.get_deployment_handle(DEPLOYMENT, app_name="tierwise")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        loop = asyncio.new_event_loop()  # one loop: the handle keeps its routing state on it
+        with httpx.Client(timeout=120) as http:
+            # Warm-up: the engine's first requests, the gateway's first route and the handle's routing table.
+            for prompt in PROMPTS:
+                loop.run_until_complete(direct(handle, prompt, args.max_tokens))
+                through_gateway(http, url, "tiny-llama", prompt, args.max_tokens)
+                through_gateway(http, url, "auto", prompt, args.max_tokens)
+            for i in range(args.requests):
+                prompt = PROMPTS[i % len(PROMPTS)]
+                samples["direct"].append(loop.run_until_complete(direct(handle, prompt, args.max_tokens)))
+                samples["gateway_pinned"].append(through_gateway(http, url, "tiny-llama", prompt, args.max_tokens))
+                samples["gateway_auto"].append(through_gateway(http, url, "auto", prompt, args.max_tokens))
 
     figures = {name: stats(s) for name, s in samples.items()}
     for name in ("gateway_pinned", "gateway_auto"):
         figures[name]["added_ttft_p50_ms"] = round(figures[name]["ttft_p50_ms"] - figures["direct"]["ttft_p50_ms"], 2)
     figures["budget_added_ttft_p50_ms"] = BUDGET_MS
-    figures["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    figures["machine"] = machine()
     figures["max_tokens"], figures["requests_per_path"] = args.max_tokens, args.requests
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tier2.json").write_text(json.dumps(figures, indent=2) + "\n")
