@@ -59,7 +59,7 @@ clean:
 	rm -rf $(VENV) models/artifacts
 
 # A side-by-side peer for the router evaluation: semantic-router 1.1.1, in a venv of its own because it pins
-# openai<3 and the gateway needs openai 3. models/router_peer.py drives it; the CPU torch wheel is on disk.
+# openai<3 and the gateway needs openai 3. models/evaluation/peer.py drives it; the CPU torch wheel is on disk.
 PEER_VENV := .venv-peer
 
 peer: $(PEER_VENV)/.installed

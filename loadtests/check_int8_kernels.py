@@ -1,7 +1,7 @@
 """Run a Python snippet natively and on an emulated CPU without VNNI/AVX-512, and compare its outputs.
 
 ONNX Runtime's int8 MatMul kernels differ by CPU: VNNI/AMX sum u8 x s8 products exactly, AVX2's
-``vpmaddubsw`` saturates pairs of them at 32767 (see models/quantize.py). This script lets a developer
+``vpmaddubsw`` saturates pairs of them at 32767 (see models/training/quantize.py). This script lets a developer
 on a VNNI machine see what an AVX2-only machine computes, e.g. after re-exporting or retraining:
 
     .venv/bin/python loadtests/check_int8_kernels.py                  # the int8 encoder on the fixture texts

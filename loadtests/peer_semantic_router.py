@@ -1,7 +1,7 @@
 """semantic-router 1.1.1 as a peer of Tierwise's router: tier accuracy and decision latency on the same rows.
 
 Run with the peer venv's python (``make peer``), never the gateway's: semantic-router pins openai<3 and the
-gateway needs openai 3. ``models/router_peer.py`` drives it::
+gateway needs openai 3. ``models/evaluation/peer.py`` drives it::
 
     .venv-peer/bin/python loadtests/peer_semantic_router.py INPUT.json OUTPUT.json
 

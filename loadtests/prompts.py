@@ -1,4 +1,4 @@
-"""Chat requests for the load tests, drawn from the public data sets (``models/datasets.py`` finds the folder:
+"""Chat requests for the load tests, drawn from the public data sets (``models/training/datasets.py`` finds the folder:
 ``$TIERWISE_DATASETS``, else ``../shared/datasets``), wrapped the way clients send them.
 
     .venv/bin/python loadtests/prompts.py             # each pool: the router's proposed tiers, and examples
@@ -18,7 +18,7 @@ Three pools, by the tier the traffic is meant for:
 * tier 3: hard prompts (Arena-Hard, GSM8K test, MT-Bench math, reasoning and coding).
 
 The instructions around the tier-1 payloads are written here, not taken from the training templates
-(``models/data/instruction_templates.yaml``), so the load does not replay the phrasings tier 1 learned.
+(``models/training/requests/templates.yaml``), so the load does not replay the phrasings tier 1 learned.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from models.request import ParsedRequest
 from models.rules import RuleEngine
 
 TIER1_TASKS = ("sentiment", "classify", "entities", "intent", "faq", "rule", "intent_response")
-# The label scorer (trained in models/multitask.py): it starts from what the embedding space already knows,
+# The label scorer (trained in models/training/multitask.py): it starts from what the embedding space already knows,
 # the cosine of payload and label states, scaled; a learned bilinear term adds what the wording says.
 SCORER_DIM = 128
 COSINE_SCALE = 10.0
@@ -35,7 +35,7 @@ COSINE_SCALE = 10.0
 def label_logits(heads: dict[str, LinearHead], cls: np.ndarray, payload: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The label scorer: how well each label (``labels``: each label span's mean state) fits the payload
     (its mean state), read with the request's [CLS] state; the cosine of payload and label plus a learned
-    bilinear term (``models/multitask.py``)."""
+    bilinear term (``models/training/multitask.py``)."""
     query = heads["label_query"].logits(np.concatenate([cls, payload])[None, :])[0]
     keys = heads["label_key"].logits(labels)
     cosine = labels @ payload / (np.linalg.norm(labels, axis=1) * np.linalg.norm(payload) + 1e-8)

@@ -74,7 +74,7 @@ def build_services(settings: Settings, *, router, tier1, tier3, tier3_unconfigur
                    tier2: Tier2Pool | None = None, keys: KeyLookup | None = None) -> GatewayServices:
     """Wire the services over their dependencies: ``router`` and ``tier1`` are in-process batchers or handles,
     ``tier3`` the forwarder's handle, ``tier2`` the pool of tier-2 handles (None: not deployed), ``limiter`` and
-    ``ledger`` the Redis or in-process ones (``serve/limits.py``, ``serve/ledger.py``)."""
+    ``ledger`` the Redis or in-process ones (``serve/tenancy/limits.py``, ``serve/tenancy/ledger.py``)."""
     models = ServingModels(settings, tier2, tier3_unconfigured)
     tenancy = Tenancy(settings, keys, limiter)
     accounting = Accounting(prices, tokenizers, limiter, ledger)

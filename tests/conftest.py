@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 # Serve holds a stopping ingress replica open for 30 s by default (for external load balancers); the tests'
 # HAProxy needs none of that, and every session would wait it out at teardown.
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-# HAProxy's ports and files of its own (serve/proxy_env.py): a running `make serve` keeps its own.
+# HAProxy's ports and files of its own (serve/ops/proxy_env.py): a running `make serve` keeps its own.
 for _name, _value in proxy_env().items():
     os.environ.setdefault(_name, _value)
 

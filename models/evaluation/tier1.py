@@ -46,7 +46,7 @@ def sentence_head_figures(runner: HeadRunner, calibration: Calibration, name: st
     p = calibration.probs(rows.head, logits)
     pred, conf = p.argmax(axis=1), p.max(axis=1)
     kept = conf >= calibration.get(rows.head).threshold
-    from models.calibration import expected_calibration_error
+    from models.training.fitting import expected_calibration_error
 
     runner.clear()
     return {f"{name}.accuracy": _accuracy(pred, rows.gold),
@@ -385,7 +385,7 @@ def render_report(figures: dict, outcomes: list[FitOutcome]) -> str:
     lines += ["", f"CPU: avx2 {k.get('avx2')}, avx512f {k.get('avx512f')}, avx512_vnni {k.get('avx512_vnni')}; "
               f"int8 GEMM kernel: {k.get('int8_gemm')}.", "",
               "## Answer fit: held-out templates over test-split texts, through the chat API", "",
-              f"{f['answer_fit.requests']} requests from `models/instruction_data.py`'s test split (templates never "
+              f"{f['answer_fit.requests']} requests from `models/training/requests/`'s test split (templates never "
               "used in training, texts from test splits, four label sets never seen in training), sent to "
               "`/v1/chat/completions` in-process with no tier above tier 1 configured and `when_unsure: refuse`. "
               "Right: a tier-1 request answered right on tier 1, or any request that went up. Wrongly kept: "

@@ -1,4 +1,4 @@
-"""Fine-tune the multi-task encoder (``models/multitask.py``) on the train splits, deterministically.
+"""Fine-tune the multi-task encoder (``models/training/multitask.py``) on the train splits, deterministically.
 
 Every training row is a :class:`Sample`: a text plus the targets it carries for some of the heads (a CLINC
 utterance trains the intent head and the task head, a CoNLL sentence the entity tagger, a synthetic request

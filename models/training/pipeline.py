@@ -1,12 +1,12 @@
 """``tierwise train``: rebuild every committed model artefact from the data folder, deterministically.
 
-1. Fine-tune the multi-task encoder on the train splits (``models/finetune.py``): the fp16 encoder delta
+1. Fine-tune the multi-task encoder on the train splits (``models/training/finetune.py``): the fp16 encoder delta
    and the heads land in ``models/heads/``.
-2. Export it to ONNX and int8 (``models/encoder_export.py``), as ``make setup`` does.
+2. Export it to ONNX and int8 (``models/training/export.py``), as ``make setup`` does.
    Then refit, on the exported model's states, the reading head with class weights (labels and entity
    types are rare pieces; ``finetune.refit_span_head``) and the entity taggers as small MLPs over a word
    and its neighbours (``finetune.refit_taggers``).
-3. Calibrate every head on held-out rows with the int8 model that serves (``models/tier1_eval.py``):
+3. Calibrate every head on held-out rows with the int8 model that serves (``models/evaluation/tier1.py``):
    temperatures and keep thresholds land in ``models/heads/calibration.json``.
 4. Fit the quality heads (``models/quality.py``) on the served int8 embedding of the routing benchmarks'
    prompts: ``models/heads/quality.npz`` and its model card ``models/heads/QUALITY_CARD.md``.

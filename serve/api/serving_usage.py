@@ -1,5 +1,5 @@
 """``GET /v1/usage``: a tenant's requests, tokens, cost, baseline cost and savings by tier, model and day,
-from the usage ledger every gateway replica writes (``serve/ledger.py``)."""
+from the usage ledger every gateway replica writes (``serve/tenancy/ledger.py``)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ INLINE_COUNT_CHARS = 4096
 class Accounting:
     """Counts, prices and records answers for one gateway replica.
 
-    ``limiter`` and ``ledger`` are the Redis (or in-process) ones of ``serve/limits.py`` and
-    ``serve/ledger.py``, shared by every replica when in Redis.
+    ``limiter`` and ``ledger`` are the Redis (or in-process) ones of ``serve/tenancy/limits.py`` and
+    ``serve/tenancy/ledger.py``, shared by every replica when in Redis.
     """
 
     def __init__(self, prices: PriceTable, tokenizers: Tokenizers, limiter, ledger):

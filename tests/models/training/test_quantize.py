@@ -1,4 +1,4 @@
-"""The int8 quantisation setting (models/quantize.py) on a one-MatMul model built here, and the CPU
+"""The int8 quantisation setting (models/training/quantize.py) on a one-MatMul model built here, and the CPU
 report; the emulated-CPU comparison (qemu) is a slow test, skipped where qemu is absent."""
 
 from __future__ import annotations
