@@ -47,7 +47,7 @@ REDIS_PASSWORD_KEY = "REDIS_PASSWORD"
 
 # The metrics the Grafana dashboard (k8s/grafana/tierwise.json) may query, as Prometheus sees them: the
 # gateway's own, exported through Ray's metrics API (``ray_`` prefix; Serve adds application, deployment and
-# replica tags), and Serve's. tests/k8s checks every panel against this list.
+# replica tags), and Serve's. tests/serve/ops/k8s checks every panel against this list.
 DASHBOARD_METRICS = frozenset({
     "ray_tierwise_requests_total",               # endpoint, tier, model, task, status
     "ray_tierwise_request_seconds_bucket",       # endpoint, tier, model
