@@ -1,0 +1,1 @@
+"""Tierwise on Kubernetes: the cluster's settings, the RayService manifest model, and the renderer."""
