@@ -7,7 +7,7 @@ TINY_LLM := models/artifacts/tiny-llm/model/config.json
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup serve serve-tier2 test test-slow bench bench-tier2 train eval-tier1 clean
+.PHONY: setup serve serve-tier2 serve-replay test test-slow bench bench-tier2 train eval-tier1 clean
 
 setup: $(VENV)/.installed $(ENCODER) $(TINY_LLM)
 
@@ -34,6 +34,17 @@ serve: setup
 # The gateway with tier 2 on this machine's CPU: the tiny Llama on vLLM through Ray Serve LLM.
 serve-tier2: setup
 	TIERWISE_TIER2__MODELS_FILE=configs/tier2-cpu.yaml $(VENV)/bin/tierwise serve
+
+# The gateway with recorded answers as tiers 2 and 3, the engines of a replay: the recorded engine inside Ray
+# Serve LLM's LLMServer for the models of configs/replay/tier2.yaml, and the recorded provider as tier 3 (the
+# reference, GPT-4-1106). Both read the recordings in the data folder ($$TIERWISE_DATASETS).
+REPLAY_PROVIDER_PORT ?= 8300
+serve-replay: setup
+	$(PY) -m models.evaluation.replay.provider --port $(REPLAY_PROVIDER_PORT) & provider=$$!; \
+	trap 'kill $$provider' EXIT; \
+	TIERWISE_TIER2__MODELS_FILE=configs/replay/tier2.yaml \
+	TIERWISE_TIER3__PROVIDERS='[{"name": "recorded", "base_url": "http://127.0.0.1:$(REPLAY_PROVIDER_PORT)/v1", "model": "gpt-4-1106-preview", "api_key_env": "TIERWISE_REPLAY_NO_KEY", "allow_no_key": true}]' \
+		$(VENV)/bin/tierwise serve
 
 test: setup
 	$(PY) -m pytest -q

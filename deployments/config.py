@@ -8,6 +8,8 @@ The gateway's settings (``serve/settings.py``) hold these as their ``tier2`` sec
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +120,9 @@ class Tier2ModelSettings(Section):
     # The benchmark model whose quality head stands for this model's quality (the one closest to it in
     # published scores); default: router.quality.tier2_as.
     quality_as: str | None = None
+    # ``module:Class`` of a Ray Serve LLM ``LLMEngine`` that the model's LLMServer runs instead of vLLM, e.g. the
+    # replay's recorded answers (models.evaluation.replay.engine:RecordedEngine); None: vLLM.
+    engine_cls: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
     @property
     def name(self) -> str:
@@ -142,6 +147,13 @@ class Tier2ModelSettings(Section):
     @model_validator(mode="after")
     def _complete_llm_config(self) -> Tier2ModelSettings:
         check_llm_config(self)
+        module = (self.engine_cls or "").partition(":")[0]
+        try:
+            found = not module or importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise ValueError(f"engine_cls: no module {module!r} to import")
         return self
 
 

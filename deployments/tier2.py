@@ -10,6 +10,7 @@ the policy sends it. The gateway reaches the deployments through handles
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 
 from deployments.config import REMOTE_PREFIXES, Tier2ModelSettings, Tier2Settings, to_llm_config
@@ -104,6 +105,9 @@ def build_tier2(settings: Tier2Settings, resources: dict[str, float]):
         bind = {}
         if model.adapters and not model.adapters_path.startswith(REMOTE_PREFIXES):
             bind["model_downloader"] = functools.partial(LocalLoraLoader, os.path.abspath(model.adapters_path))
+        if model.engine_cls:
+            module, _, name = model.engine_cls.partition(":")
+            bind["engine_cls"] = getattr(importlib.import_module(module), name)
         apps[model.name] = build_llm_deployment(to_llm_config(model), name_prefix="",
                                                 override_serve_options={"name": deployment_name(model)},
                                                 bind_kwargs=bind, deployment_cls=_server_class())
