@@ -100,3 +100,12 @@ async def test_local_adapters_resolve_to_their_folder(tmp_path):
         await loader.load_model_from_config("base:missing", None)
 
 
+
+
+def test_an_engine_class_is_checked_at_start_and_named_when_missing():
+    assert model(engine_cls="models.evaluation.replay.engine:RecordedEngine").engine_cls.endswith("RecordedEngine")
+    for path in ("no_such_package.engine:Engine", "models.no_such_module:Engine"):
+        with pytest.raises(ValueError, match=f"engine_cls: no module '{path.partition(':')[0]}'"):
+            model(engine_cls=path)
+    with pytest.raises(ValueError, match="engine_cls"):
+        model(engine_cls="not an import path")
