@@ -101,6 +101,6 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 
 def test_no_import_cycles():
-    graph = grimp.build_graph(*PACKAGES)
+    graph = grimp.build_graph(*PACKAGES, "tests")
     edges = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
     assert _cycles(edges) == []
