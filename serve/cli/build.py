@@ -151,3 +151,35 @@ def eval_router(out: Path = typer.Option(..., "--out", help="Folder for report.m
     figures = run_report(load_or_exit(config), out, limit)
     console.print(f"wrote {out / 'report.md'} and {out / 'figures.json'}")
     print(json.dumps(figures, indent=2))
+
+
+@cli.command()
+def replay(mix: Path = typer.Option(Path("configs/replay/default.yaml"), help="Mix file: slices: {name: share}"),
+           out: Path = typer.Option(..., "--out", help="Folder for report.md and figures.json"),
+           url: str = typer.Option("http://127.0.0.1:8000", help="The running gateway (make serve-replay)"),
+           limit: int = typer.Option(1000, min=1, help="Requests to send"),
+           rate: float = typer.Option(20.0, min=0.1, help="Requests a second (open loop)"),
+           stream_share: float = typer.Option(0.25, min=0, max=1, help="Share of the requests streamed"),
+           seed: int = typer.Option(0, help="Seed of the sampling and of which requests stream"),
+           config: Optional[Path] = ConfigOption) -> None:
+    """Send a recorded workload through the running gateway and report quality retained and cost cut from its
+    ledger (the gateway must run with the recorded engines: make serve-replay)."""
+    from rich.progress import Progress
+
+    from models.evaluation.replay.report import LedgerMismatch, run_report
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = load_or_exit(config)
+    with Progress(console=console) as bar:
+        task = bar.add_task("replay", total=limit)
+        try:
+            run_report(settings, mix, out, url, limit, rate, stream_share, seed,
+                       progress=lambda: bar.advance(task))
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        except LedgerMismatch as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    console.print(f"wrote {out / 'report.md'} and {out / 'figures.json'}")
+    print((out / "report.md").read_text())
