@@ -28,7 +28,6 @@ from serve.store import open_store
 from serve.tenancy.auth import KeyLookup
 from serve.tenancy.ledger import MemoryLedger, RedisLedger
 from serve.tenancy.limits import MemoryLimiter, RedisLimiter
-from serve.tenancy.pricing import PriceTable
 from serve.tiers.tier2_client import Tier2Pool
 from serve.tiers.tier3_client import Tier3Client
 
@@ -74,7 +73,7 @@ class Gateway:
         if settings.http.require_api_key and keys is None:
             log.warning("http.require_api_key is set but the store is not Redis: every request will be refused")
         bind_services(build_services(settings, router=router, tier1=tier1, tier3=tier3, tier3_unconfigured=unconfigured,
-                                     store=store, prices=PriceTable.load(settings.pricing.path), limiter=limiter,
+                                     store=store, prices=settings.pricing.table(), limiter=limiter,
                                      ledger=ledger, tokenizers=tokenizers_for(settings), tier2=pool,
                                      keys=keys))
 

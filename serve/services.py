@@ -49,7 +49,7 @@ def tokenizers_for(settings: Settings) -> Tokenizers:
             local[m.name] = source
     tokenizers = Tokenizers({settings.tier1.model_name: settings.encoder.model_dir} | local
                             | settings.tokens.overrides)
-    tokenizers.warm([PriceTable.load(settings.pricing.path).reference_model,
+    tokenizers.warm([settings.pricing.table().reference_model,
                      *(p.model for p in settings.tier3.providers)])
     return tokenizers
 
@@ -65,7 +65,7 @@ def build_local_services(settings: Settings, router_model, tier1_models, tier3_u
 
     return build_services(settings, router=InProcessRouter(router_model), tier1=InProcessTier1(tier1_models),
                           tier3=None, tier3_unconfigured=tier3_unconfigured, store=MemoryConversationStore(),
-                          prices=PriceTable.load(settings.pricing.path), limiter=MemoryLimiter(),
+                          prices=settings.pricing.table(), limiter=MemoryLimiter(),
                           ledger=MemoryLedger(settings.usage.retention_days), tokenizers=tokenizers_for(settings))
 
 

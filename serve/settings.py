@@ -22,6 +22,7 @@ from deployments.config import Section, Tier2Settings, describe_errors
 from models.calibration import CALIBRATED_HEADS
 from serve.tenancy.auth import TENANT
 from serve.tenancy.limits import TenantLimits
+from serve.tenancy.pricing import PriceTable
 from serve.tenancy.tokens import TokenSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -307,9 +308,15 @@ class UsageSettings(Section):
 
 
 class PricingSettings(Section):
-    """Where the price table lives."""
+    """Where the price table lives, and the reference model baselines are priced on (default: the table's)."""
 
     path: Path = REPO_ROOT / "configs" / "prices.yaml"
+    # A replay of recorded GPT-4-1106 answers prices its baseline on GPT-4-1106 (make serve-replay sets it).
+    reference_model: str | None = None
+
+    def table(self) -> PriceTable:
+        """The price table, its reference model overridden when set; errors name the file and the field."""
+        return PriceTable.load(self.path, self.reference_model)
 
 
 class Settings(BaseSettings):

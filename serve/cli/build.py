@@ -84,7 +84,6 @@ def calibrate(tier3_share: Optional[float] = typer.Option(None, min=0, max=1, he
     )
     from models.training.thresholds import calibrate as fit
     from serve.settings import DEFAULT_CONFIG
-    from serve.tenancy.pricing import PriceTable
 
     if (tier3_share is None) == (budget_per_1k is None):
         console.print("[red]give exactly one of --tier3-share and --budget-per-1k[/red]")
@@ -100,7 +99,7 @@ def calibrate(tier3_share: Optional[float] = typer.Option(None, min=0, max=1, he
         except (OSError, ValueError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
-    table = PriceTable.load(settings.pricing.path)
+    table = settings.pricing.table()
     tier2 = tier2_model or (settings.tier2.models[0].name if settings.tier2.models else "qwen2.5-7b-instruct")
     tier3 = tier3_model or (settings.tier3.providers[0].model if settings.tier3.providers else table.reference_model)
     price = lambda model: (table.price(model).input, table.price(model).output)  # noqa: E731

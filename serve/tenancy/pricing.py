@@ -42,11 +42,12 @@ class PriceTable:
         self._warned: set[str] = set()
 
     @classmethod
-    def load(cls, path: Path) -> "PriceTable":
-        """Read and validate a price file; errors name the file and the field."""
+    def load(cls, path: Path, reference_model: str | None = None) -> "PriceTable":
+        """Read and validate a price file, with ``reference_model`` in place of its own when given; errors
+        name the file and the field."""
         try:
             data = PriceFile.model_validate(yaml.safe_load(Path(path).read_text()))
-            return cls(data.reference_model, data.models)
+            return cls(reference_model or data.reference_model, data.models)
         except ValidationError as exc:
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"{path}: {fields}") from exc

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from models.evaluation.replay.recordings import load_recordings
-from models.evaluation.replay.run import Outcome, send
+from models.evaluation.replay.recordings import Recordings, load_recordings
+from models.evaluation.replay.run import REFERENCE, Outcome, send
 from models.evaluation.replay.workload import Leaks, Mix, build_workload, trained_texts
 
 # The ledger keeps each amount to the micro-dollar: totals may differ from the responses' sum by rounding.
@@ -123,7 +123,8 @@ def run_report(settings, mix_path: Path, out: Path, url: str, requests: int, rat
 
     mix = Mix.load(mix_path)
     leaks = Leaks(trained_texts())
-    held_out = leaks.held_out(load_recordings())
+    # Only rows the reference model was recorded on can say what all-frontier would have scored.
+    held_out = Recordings(r for r in leaks.held_out(load_recordings()) if REFERENCE in r.answers)
     rows = build_workload(mix, held_out, requests, seed)
     leaked = [r.id for r in rows if r.prompt in leaks]
     if leaked:

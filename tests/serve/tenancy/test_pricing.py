@@ -43,3 +43,13 @@ def test_a_dated_snapshot_is_priced_as_its_model(settings, caplog, dated, entry)
 def test_a_snapshot_of_an_unlisted_model_is_still_unknown(settings):
     prices = PriceTable.load(settings.pricing.path)
     assert prices.entry("mistral-large-2411") is None and prices.entry("gpt-4o-mini") == "gpt-4o-mini"
+
+
+def test_the_settings_can_price_baselines_on_another_reference_model():
+    from serve.settings import PricingSettings
+
+    table = PricingSettings(reference_model="gpt-4-1106-preview").table()
+    assert table.reference_model == "gpt-4-1106-preview"
+    assert table.baseline(1_000_000, 0) == table.price("gpt-4-1106-preview").input
+    with pytest.raises(ValueError, match="prices.yaml: reference_model 'gpt-9' has no price"):
+        PricingSettings(reference_model="gpt-9").table()
