@@ -41,7 +41,7 @@ serve-tier2: setup
 REPLAY_PROVIDER_PORT ?= 8300
 serve-replay: setup
 	$(PY) -m models.evaluation.replay.provider --port $(REPLAY_PROVIDER_PORT) & provider=$$!; \
-	trap 'kill $$provider' EXIT; \
+	trap 'kill $$provider 2>/dev/null' EXIT INT TERM; \
 	TIERWISE_TIER2__MODELS_FILE=configs/replay/tier2.yaml TIERWISE_PRICING__REFERENCE_MODEL=gpt-4-1106-preview \
 	TIERWISE_TIER3__PROVIDERS='[{"name": "recorded", "base_url": "http://127.0.0.1:$(REPLAY_PROVIDER_PORT)/v1", "model": "gpt-4-1106-preview", "api_key_env": "TIERWISE_REPLAY_NO_KEY", "allow_no_key": true}]' \
 		$(VENV)/bin/tierwise serve

@@ -21,6 +21,11 @@ APP = "replay"
 MATHS = "Janet has 3 apples and buys 2 more. How many apples does she have?"
 ANSWERS = {"mistral-7b-instruct": "5", "mixtral-8x7b-instruct": "Janet has 3 + 2 = 5 apples.",
            "gpt-4-1106-preview": "She has 5 apples."}
+# A short workload: recorded questions whose models are right or wrong, so that grading has something to tell.
+QUESTIONS = [Recording(f"Tom reads {n} pages a day for {n + 1} days. How many pages does he read in all?",
+                       "routellm_gsm8k", {m: f"{m} says {n * (n + 1)} pages." for m in ANSWERS},
+                       {"gpt-4-1106-preview": 1.0, "mixtral-8x7b-instruct": float(n % 2), "mistral-7b-instruct": 0.0})
+             for n in range(2, 12)]
 
 
 class RecordedServer(FakeOpenAIServer):
@@ -43,7 +48,7 @@ def replay(cluster, settings, tmp_path_factory):
     from serve.app import build_app
 
     folder = tmp_path_factory.mktemp("replay")
-    recordings = Recordings([Recording(MATHS, "demo", dict(ANSWERS), {m: 1.0 for m in ANSWERS})])
+    recordings = Recordings([Recording(MATHS, "demo", dict(ANSWERS), {m: 1.0 for m in ANSWERS}), *QUESTIONS])
     recordings.save(folder / "recordings.jsonl")
     models = yaml.safe_load((REPO_ROOT / "configs" / "replay" / "tier2.yaml").read_text())
     for model in models["models"]:
@@ -59,9 +64,15 @@ def replay(cluster, settings, tmp_path_factory):
     serve.run(build_app(s), name=APP, route_prefix=f"/{APP}")
     base = f"{cluster['main']}/{APP}"
     wait_ready(f"{base}/readyz", timeout=120)
-    yield openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    yield {"client": openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0), "base": base,
+           "prefix": s.store.prefix}
     serve.delete(APP)
     provider.stop()
+
+
+@pytest.fixture(scope="module")
+def client(replay) -> openai.OpenAI:
+    return replay["client"]
 
 
 def ask(client: openai.OpenAI, model: str, text: str, **kwargs):
@@ -70,24 +81,47 @@ def ask(client: openai.OpenAI, model: str, text: str, **kwargs):
         **kwargs)
 
 
-def test_a_tier2_model_answers_with_its_recording_through_llmserver(replay):
-    raw = ask(replay, "mixtral-8x7b-instruct", MATHS)
+def test_a_tier2_model_answers_with_its_recording_through_llmserver(client):
+    raw = ask(client, "mixtral-8x7b-instruct", MATHS)
     completion, info = raw.parse(), raw.parse().model_extra["tierwise"]
     assert completion.choices[0].message.content == ANSWERS["mixtral-8x7b-instruct"]
     assert (info["tier"], info["model"]) == (2, "mixtral-8x7b-instruct")
     assert completion.usage.completion_tokens > 0 and info["cost_usd"] < info["baseline_cost_usd"]
 
 
-def test_a_stream_from_the_recorded_engine_carries_the_whole_recording(replay):
-    stream = replay.chat.completions.create(model="mistral-7b-instruct", stream=True,
+def test_a_stream_from_the_recorded_engine_carries_the_whole_recording(client):
+    stream = client.chat.completions.create(model="mistral-7b-instruct", stream=True,
                                             messages=[{"role": "user", "content": MATHS}])
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWERS["mistral-7b-instruct"]
     assert chunks[-1].model_extra["tierwise"]["tier"] == 2
 
 
-def test_routed_requests_get_the_recording_of_the_model_that_answered(replay):
-    raw = ask(replay, "auto", MATHS)
+def test_routed_requests_get_the_recording_of_the_model_that_answered(client):
+    raw = ask(client, "auto", MATHS)
     info = raw.parse().model_extra["tierwise"]
     assert info["tier"] in (2, 3)
     assert raw.parse().choices[0].message.content == ANSWERS[info["model"]]
+
+
+def test_a_short_replay_is_graded_by_recordings_and_its_ledger_matches_the_responses(replay):
+    import asyncio
+
+    from models.evaluation.replay.report import figures, read_usage
+    from models.evaluation.replay.run import send
+    from models.evaluation.replay.workload import Mix, build_workload
+    from serve.tenancy.auth import KeyAdmin
+
+    rows = build_workload(Mix(slices={"gsm8k": 1}), Recordings(QUESTIONS), 30, seed=3)
+    _, key = KeyAdmin(REDIS_DB_URL, replay["prefix"]).create(f"replay-{uuid.uuid4().hex[:8]}")
+    outcomes = asyncio.run(send(rows, replay["base"], key, rate=20, stream_share=0.5, concurrency=8))
+    assert all(o.status == 200 for o in outcomes), [o.error for o in outcomes if o.status != 200]
+    assert {o.streamed for o in outcomes} == {True, False}
+    for o in outcomes:
+        if o.tier in (2, 3):  # the recording of the model that answered, graded by its recorded score
+            assert o.content == o.row.recording.answers[o.info["model"]]
+            assert o.score() == o.row.recording.scores[o.info["model"]]
+    f = figures(outcomes, read_usage(replay["base"], key))
+    assert f["ledger"]["matches_responses"] and f["ledger"]["requests"] == 30
+    assert f["overall"]["errors"] == 0 and f["overall"]["frontier_quality"] == 1.0
+    assert f["overall"]["quality_retained"] == round(sum(o.score() for o in outcomes) / 30, 4)

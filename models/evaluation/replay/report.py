@@ -108,7 +108,8 @@ def render(f: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _usage(url: str, key: str) -> dict:
+def read_usage(url: str, key: str) -> dict:
+    """The run tenant's usage report from the gateway's ledger (``GET /v1/usage``)."""
     response = httpx.get(f"{url.rstrip('/')}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=30)
     response.raise_for_status()
     return response.json()
@@ -133,7 +134,7 @@ def run_report(settings, mix_path: Path, out: Path, url: str, requests: int, rat
     _, key = KeyAdmin(settings.store.url, settings.store.prefix).create(tenant)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     outcomes = asyncio.run(send(rows, url, key, rate, stream_share, seed=seed, progress=progress))
-    result = figures(outcomes, _usage(url, key))
+    result = figures(outcomes, read_usage(url, key))
     meta = {"mix": str(mix_path), "measured_at": started, "url": url, "requests": len(rows), "rate": rate,
             "stream_share": stream_share, "held_out": len(held_out), "tenant": tenant,
             "command": f"tierwise replay --mix {mix_path} --out {out} --limit {requests} --rate {rate}"}
