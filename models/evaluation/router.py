@@ -23,7 +23,6 @@ measure how well the embedding predicts model quality within a benchmark's distr
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 from models.training import datasets as ds
 from models.training.benchmarks import (ROUTERBENCH_SUBSETS, Benchmark, prompt_text, routellm_benchmark,
-                                         routerbench_models, strip_shared_preamble)
+                                         routerbench_models, routerbench_table, strip_shared_preamble)
 from models.training.dedup import Row, duplicate_clusters, leak_check
 from models.evaluation.metrics import aiq, apgr, cpt, nondecreasing_hull, oracle_point, routellm_points
 
@@ -137,9 +136,7 @@ def routellm_figures(embed: Embedder, limit: int | None = None) -> dict:
 
 
 def _routerbench(split: str, subset: str, limit: int | None) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    path = ds.datasets_dir() / "routerdc" / f"routerbench_zs__{ROUTERBENCH_SUBSETS[subset]}_{split}.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = routerbench_table(subset, split)
     models = routerbench_models(rows[0])
     # A few rows lack some model's score or cost (arc_challenge train): they cannot be scored, so they go.
     complete = [r for r in rows if all(r[m] != "" and r[f"{m}|total_cost"] != "" for m in models)]

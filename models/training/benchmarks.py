@@ -83,6 +83,14 @@ def strip_shared_preamble(texts: list[str]) -> list[str]:
     return ["\n\n".join(p[shared:]) for p in paragraphs]
 
 
+def routerbench_table(subset: str, split: str) -> list[dict]:
+    """The rows of one RouterBench subset's split (``arc_challenge``, ``mbpp`` or ``winogrande``; ``train`` or
+    ``test``), as the CSV has them."""
+    path = ds.datasets_dir() / "routerdc" / f"routerbench_zs__{ROUTERBENCH_SUBSETS[subset]}_{split}.csv"
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def routerbench_models(row: dict) -> list[str]:
     """The model columns of a RouterBench CSV row (the others are ids, the prompt, costs and responses)."""
     return [c for c in row if c and "|" not in c and c not in ("sample_id", "prompt", "eval_name",

@@ -81,14 +81,12 @@ def _mt_bench_rows() -> list[QualityRow]:
 
 
 def _routerbench_rows() -> list[QualityRow]:
-    from models.training.benchmarks import ROUTERBENCH_SUBSETS, prompt_text, routerbench_models, strip_shared_preamble
+    from models.training.benchmarks import (ROUTERBENCH_SUBSETS, prompt_text, routerbench_models, routerbench_table,
+                                            strip_shared_preamble)
 
     rows = []
-    for subset, file_name in ROUTERBENCH_SUBSETS.items():
-        table = []
-        for split in ("train", "test"):
-            with open(ds.datasets_dir() / "routerdc" / f"routerbench_zs__{file_name}_{split}.csv", newline="") as f:
-                table += list(csv.DictReader(f))
+    for subset in ROUTERBENCH_SUBSETS:
+        table = routerbench_table(subset, "train") + routerbench_table(subset, "test")
         models = routerbench_models(table[0])
         texts = strip_shared_preamble([prompt_text(r["prompt"]) for r in table])
         for text, r in zip(texts, table):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from models.quality import canonical
 from models.training import datasets as ds
-from models.training.benchmarks import ROUTERBENCH_SUBSETS, prompt_text, routerbench_models
+from models.training.benchmarks import ROUTERBENCH_SUBSETS, prompt_text, routerbench_models, routerbench_table
 
 ROUTELLM_GSM8K = {"mistralai/Mixtral-8x7B-Instruct-v0.1": "mistralai/Mixtral-8x7B-Instruct-v0.1_response",
                   "gpt-4-1106-preview": "gpt-4-1106-preview_response"}
@@ -112,11 +112,8 @@ def _score(value: str) -> float:
 def routerbench_recordings(split: str = "test") -> list[Recording]:
     """RouterBench's subsets: every model with both a response and a score on a prompt."""
     out = []
-    for subset, file_subset in ROUTERBENCH_SUBSETS.items():
-        path = ds.datasets_dir() / "routerdc" / f"routerbench_zs__{file_subset}_{split}.csv"
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        for row in rows:
+    for subset in ROUTERBENCH_SUBSETS:
+        for row in routerbench_table(subset, split):
             recording = Recording(prompt_text(row["prompt"]), f"routerbench_{subset}")
             for model in routerbench_models(row):
                 response, score = row.get(f"{model}|model_response"), row.get(model)

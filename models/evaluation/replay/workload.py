@@ -7,7 +7,6 @@ and the recordings each stands on are :data:`SLICES`.
 
 from __future__ import annotations
 
-import csv
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from models.evaluation.replay.recordings import Recording, Recordings
-from models.training import datasets as ds
-from models.training.benchmarks import ROUTERBENCH_SUBSETS, prompt_text, strip_shared_preamble
+from models.training.benchmarks import ROUTERBENCH_SUBSETS, prompt_text, routerbench_table, strip_shared_preamble
 from models.training.requests.pools import load_pools, normalise_text
 
 # Slice name -> the recordings' source it draws from.
@@ -72,11 +70,8 @@ def _routerbench_training_texts() -> dict[str, str]:
     """Each RouterBench prompt's key -> the text the quality heads were trained on (the subset's shared few-shot
     preamble stripped over its train and test rows, as ``models.training.quality`` reads them)."""
     texts = {}
-    for file_name in ROUTERBENCH_SUBSETS.values():
-        raw = []
-        for split in ("train", "test"):
-            with open(ds.datasets_dir() / "routerdc" / f"routerbench_zs__{file_name}_{split}.csv", newline="") as f:
-                raw += [prompt_text(r["prompt"]) for r in csv.DictReader(f)]
+    for subset in ROUTERBENCH_SUBSETS:
+        raw = [prompt_text(r["prompt"]) for split in ("train", "test") for r in routerbench_table(subset, split)]
         texts.update(zip((normalise_text(t) for t in raw), strip_shared_preamble(raw)))
     return texts
 
