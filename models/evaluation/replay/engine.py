@@ -19,8 +19,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from ray.llm._internal.serve.core.configs.openai_api_models import (ChatCompletionResponse, ErrorInfo, ErrorResponse,
-                                                                    TokenizeResponse)
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ChatCompletionResponse,
+    ErrorInfo,
+    ErrorResponse,
+    TokenizeResponse,
+)
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
 
 from models.evaluation.replay.answers import Answerer, response_body, stream_events
@@ -52,7 +56,7 @@ class RecordedEngine(LLMEngine):
 
     async def chat(self, request, raw_request_info=None) -> AsyncGenerator:
         """The recorded answer, as one response or as SSE chunks ending with usage and ``[DONE]``."""
-        messages = [m if isinstance(m, dict) else m.model_dump() for m in request.messages]
+        messages = _messages(request)
         try:
             content, usage = self.answerer.answer(self.model, messages)
         except NoRecording as exc:
@@ -69,7 +73,7 @@ class RecordedEngine(LLMEngine):
         """The prompt's token count by the stand-in model's counter; the ids are not recorded (empty)."""
         counter = self.answerer.tokenizers.for_model(self.model)
         if getattr(request, "messages", None) is not None:
-            count = counter.count_messages([m if isinstance(m, dict) else m.model_dump() for m in request.messages])
+            count = counter.count_messages(_messages(request))
         else:
             count = counter.count(request.prompt)
         yield TokenizeResponse(count=count, max_model_len=self.max_model_len, tokens=[])
@@ -97,3 +101,7 @@ class RecordedEngine(LLMEngine):
         """No KV cache to route by."""
         return {}
 
+
+def _messages(request) -> list[dict]:
+    # vLLM's request models keep messages as plain dicts or as pydantic models, depending on the part type.
+    return [m if isinstance(m, dict) else m.model_dump() for m in request.messages]
